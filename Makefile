@@ -1,0 +1,43 @@
+# Paradigm Lab: `make lab` and `make test` set themselves up (a local .venv) on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PORT   ?= 8888
+PY     := $(VENV)/bin/python
+JOBS   ?= 2
+
+# Under test: one thread per kernel (2 kernels on 2 cores), no progress bars, no hub access.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 \
+            TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 JUPYTER_PLATFORM_DIRS=1 \
+            PYDEVD_DISABLE_FILE_VALIDATION=1
+
+.PHONY: help setup lab test test-unit test-notebooks notebooks clean
+
+help:
+	@echo "make lab    start JupyterLab on 127.0.0.1:$(PORT) (PORT=... to change)"
+	@echo "make test   unit tests, cross-checks with transformers, notebooks under nbval"
+	@echo "make notebooks  re-execute notebooks/*.py into their .ipynb pairs (NB=03 for one)"
+
+setup:
+	@$(PYTHON) tools/setup_env.py --venv $(VENV)
+
+lab: setup
+	HF_HUB_OFFLINE=1 $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) README.md
+
+test: setup
+	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) --dist loadscope \
+	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	  --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120 \
+	  tests notebooks
+
+test-unit: setup
+	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) tests
+
+test-notebooks: setup
+	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) --dist loadscope -p no:python \
+	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks
+
+notebooks: setup
+	$(TEST_ENV) $(PY) tools/execute_notebooks.py $(NB)
+
+clean:
+	rm -rf .pytest_cache .hypothesis artifacts

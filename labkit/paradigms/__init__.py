@@ -1,0 +1,1 @@
+"""One module per paradigm; each holds its example builders and its objective."""

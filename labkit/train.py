@@ -1,0 +1,84 @@
+"""One small training loop for every notebook: fit() with a history, seeding and device choice."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+from labkit.checks import ContractError
+
+
+@dataclass
+class History:
+    """What fit() saw: step index, training loss and wall time (seconds) per logged step."""
+
+    steps: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    def first_last(self, k: int = 10) -> tuple[float, float]:
+        """Mean loss over the first and last k logged steps."""
+        k = max(1, min(k, len(self.loss)))
+        return sum(self.loss[:k]) / k, sum(self.loss[-k:]) / k
+
+
+def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, loss_fn: Callable, steps: int,
+        lr: float = 3e-3, weight_decay: float = 0.0, device=None, seed: int | None = None,
+        progress: bool = True, desc: str = "training", clip: float | None = 1.0) -> History:
+    """Train with AdamW for `steps` steps and return the History.
+
+    batches: a function step -> batch, or an iterable (cycled). A batch is moved with .to(device)
+    (a labkit Batch, a tensor, or a dict/tuple of tensors). loss_fn(model, batch) -> scalar tensor.
+    device: default labkit.device(). seed: seeds torch before the first step (None: leave as is).
+    """
+    from tqdm.auto import tqdm
+
+    import labkit
+
+    if steps < 1:
+        raise ContractError(f"steps must be >= 1, got {steps}")
+    dev = torch.device(device) if device is not None else labkit.device()
+    if seed is not None:
+        torch.manual_seed(seed)
+    model.to(dev).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if callable(batches):
+        get = batches
+    else:
+        source = list(batches)
+        if not source:
+            raise ContractError("fit() got an empty batch list")
+        get = lambda i: source[i % len(source)]  # noqa: E731
+    hist = History(device=str(dev))
+    start = time.perf_counter()
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        batch = _to(get(step), dev)
+        loss = loss_fn(model, batch)
+        if not torch.isfinite(loss.detach()):
+            raise ContractError(f"loss became {float(loss)} at step {step}; fix: lower lr, or check for a batch without targets")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        hist.steps.append(step)
+        hist.loss.append(float(loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    hist.seconds = time.perf_counter() - start
+    model.eval()
+    return hist
+
+
+def _to(batch, dev):
+    if hasattr(batch, "to"):
+        return batch.to(dev)
+    if isinstance(batch, dict):
+        return {k: _to(v, dev) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(v, dev) for v in batch)
+    return batch

@@ -1,0 +1,97 @@
+"""The project's own contracts: dependencies in step, notebook pairs in sync and executed, CI wiring."""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+# conda-forge names for PyPI names that differ
+CONDA_NAMES = {"torch": "pytorch-cpu"}
+
+
+def requirement_names(reqs):
+    return {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0].strip().lower() for r in reqs}
+
+
+def test_environment_yml_names_the_same_dependencies():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pypi = requirement_names(project["dependencies"]) | requirement_names(project["optional-dependencies"]["dev"])
+    wanted = {CONDA_NAMES.get(n, n) for n in pypi}
+    conda = set()
+    text = (ROOT / "environment.yml").read_text()
+    for line in text.split("dependencies:", 1)[1].splitlines():
+        m = re.match(r"\s+-\s+([A-Za-z0-9_.-]+)\s*(?:[<>=].*)?(?:#.*)?$", line)
+        if m and m.group(1) not in ("python", "pip", "-e"):
+            conda.add(m.group(1).lower())
+    assert wanted == conda, f"only in pyproject: {wanted - conda}; only in environment.yml: {conda - wanted}"
+    assert "- -e ." in text
+
+
+def test_no_exact_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for req in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        assert "==" not in req, f"{req}: lower bounds only"
+
+
+def notebook_pairs():
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_every_notebook_has_its_pair():
+    ipynbs = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
+    pys = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")}
+    assert ipynbs, "no notebooks found"
+    assert ipynbs == pys, f"unpaired: {sorted(ipynbs ^ pys)}"
+
+
+@pytest.mark.parametrize("ipynb", notebook_pairs(), ids=lambda p: p.name)
+def test_pair_inputs_are_identical(ipynb):
+    jupytext = pytest.importorskip("jupytext")
+    a, b = jupytext.read(ipynb), jupytext.read(ipynb.with_suffix(".py"))
+    cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
+    assert cells(a) == cells(b), f"{ipynb.name} and its .py differ: edit the .py, then `make notebooks NB={ipynb.name[:2]}`"
+
+
+@pytest.mark.parametrize("ipynb", notebook_pairs(), ids=lambda p: p.name)
+def test_notebook_is_executed_cleanly(ipynb):
+    nb = json.loads(ipynb.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert all(c.get("execution_count") for c in code), "unexecuted cells: run `make notebooks`"
+    counts = [c["execution_count"] for c in code]
+    assert counts == list(range(1, len(code) + 1)), "cells were not executed top to bottom in one kernel"
+    errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors, f"stored error output: {errors[0].get('ename')}"
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("ipynb", notebook_pairs(), ids=lambda p: p.name)
+def test_notebook_opening_and_claims(ipynb):
+    """Each notebook opens with what you will see and its CPU runtime, and asserts its claims."""
+    nb = json.loads(ipynb.read_text())
+    first = "".join(nb["cells"][0]["source"])
+    assert first.startswith("# ") and "runtime" in first.lower()
+    sources = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "seed_everything(" in sources and "assert " in sources
+    for line in sources.splitlines():   # nbval markers must be exact to work
+        if "NBVAL_" in line and line.strip().startswith("#"):
+            assert line.strip() in ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP", "# NBVAL_RAISES_EXCEPTION", "# NBVAL_CHECK_OUTPUT"), line
+
+
+def test_sanitize_file_parses_like_nbval():
+    text = (ROOT / "tests/nbval_sanitize.cfg").read_text()
+    pairs = re.findall(r"^regex: (.*)$\n^replace: (.*)$", text, flags=re.MULTILINE)
+    n_regex = sum(line.startswith("regex:") for line in text.splitlines())
+    assert len(pairs) == n_regex and all(r for _, r in pairs)
+    for regex, _ in pairs:
+        re.compile(regex)
+
+
+def test_ci_and_readme_use_the_same_commands():
+    assert "make test" in (ROOT / ".ci/run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make lab" in readme
+    for nb in notebook_pairs():
+        assert nb.name in readme, f"README's notebook map lacks {nb.name}"
