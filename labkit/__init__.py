@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 IGNORE = -100
 DEFAULT_SEED = 0
 
-__all__ = ["IGNORE", "DEFAULT_SEED", "seed_everything", "device", "__version__"]
+__all__ = ["IGNORE", "DEFAULT_SEED", "seed_everything", "device", "setup_notebook", "__version__"]
 
 
 def seed_everything(seed: int | None = None) -> int:
@@ -59,3 +59,27 @@ def device():
     if wanted:
         return torch.device(wanted)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def setup_notebook(seed: int | None = None):
+    """The first code cell of every notebook: seed, pick the device, print the versions.
+
+    Returns (seed, device). Prints one line such as
+    "labkit 0.1.0 | torch 2.13.0 | transformers 5.24.0 | python 3.11.7 | device cpu | seed 0".
+    """
+    import platform
+
+    import torch
+
+    used = seed_everything(seed)
+    dev = device()
+    torch.set_printoptions(precision=4, sci_mode=False)
+    try:
+        import transformers
+
+        tf = f" | transformers {transformers.__version__}"
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        tf = ""
+    print(f"labkit {__version__} | torch {torch.__version__}{tf} | python {platform.python_version()} "
+          f"| device {dev.type} | seed {used}")
+    return used, dev

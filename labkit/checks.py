@@ -62,6 +62,26 @@ def assert_prompt_masked(labels, prompt_len: int) -> None:
                             "Fix: set labels[:prompt_len] = -100 (completion_example(..., train_on_prompt=False))")
 
 
+def assert_masked_targets(input_ids, labels, clean_ids, mask_id: int) -> int:
+    """The masked-LM smoke test (one sequence or a batch): positions showing mask_id target their
+    clean token, every other position is -100. Returns the number of targets."""
+    import torch
+
+    x, y, clean = (torch.as_tensor(v) for v in (input_ids, labels, clean_ids))
+    if not (x.shape == y.shape == clean.shape):
+        raise ContractError(f"input_ids, labels and clean ids must have one shape, got {tuple(x.shape)}, {tuple(y.shape)}, {tuple(clean.shape)}")
+    masked = x.eq(mask_id)
+    if (y[~masked] != IGNORE).any():
+        raise ContractError("an unmasked position has a label: the model is graded on tokens it can read (a copy task). "
+                            "Fix: labels = -100 wherever the input is not masked")
+    if (y[masked] != clean[masked]).any():
+        raise ContractError("a masked position's label is not its clean token (is it the [MASK] id, or shifted?). "
+                            "Fix: labels[masked] = the original ids")
+    if not masked.any():
+        raise ContractError("no position is masked: the example has no target")
+    return int(masked.sum())
+
+
 # ----------------------------------------------------------------------------- golden shift check
 
 def trained_targets(loss_fn: Callable, labels, vocab_size: int) -> list[int | None]:

@@ -87,11 +87,27 @@ class MarkovWorld:
     def next_token_probs(self, ids: torch.Tensor) -> torch.Tensor:
         return self.k_step_probs(ids, 1)
 
-    def entropy_rate(self) -> float:
-        """H = sum_s pi_s H(P[s]) in nats: the lowest next-token loss any model can reach."""
-        P = self.P
+    def entropy_rate(self, k: int = 1) -> float:
+        """H(x_{t+k} | x_<=t) = sum_s pi_s H(P^k[s]) in nats: the lowest loss any model can reach
+        when trained to predict k tokens ahead (k=1: the next-token entropy rate)."""
+        P = torch.linalg.matrix_power(self.P, k)
         logs = torch.where(P > 0, P.log(), torch.zeros_like(P))
         return float((self.stationary() * -(P * logs).sum(-1)).sum())
+
+    def fill_probs(self, left: int, right: int) -> torch.Tensor:
+        """p(x_t | x_{t-1}=left, x_{t+1}=right) ∝ P[left, x] P[x, right], [V]: the known answer of a
+        one-token fill-in-the-blank (what an ideal masked LM predicts for a lone [MASK])."""
+        joint = self.P[left] * self.P[:, right]
+        if float(joint.sum()) == 0:
+            raise ContractError("no token can sit between these two words in this world")
+        return joint / joint.sum()
+
+    def legal_rate(self, ids) -> float:
+        """Share of consecutive pairs (a, b) in a sequence that the world allows (P[a, b] > 0)."""
+        ids = torch.as_tensor(ids).flatten().cpu()
+        if ids.numel() < 2:
+            raise ContractError("legal_rate needs at least 2 tokens")
+        return float(self.P[ids[:-1], ids[1:]].gt(0).double().mean())
 
     def bayes_accuracy(self, k: int = 1) -> float:
         """Accuracy of the best possible predictor of x_{t+k} from x_t: sum_s pi_s max_j P^k[s,j]."""

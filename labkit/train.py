@@ -19,6 +19,12 @@ class History:
     seconds: float = 0.0
     device: str = "cpu"
 
+    def __repr__(self) -> str:
+        if not self.loss:
+            return "History(empty)"
+        return (f"History({len(self.loss)} steps, loss {self.loss[0]:.2f} -> {self.loss[-1]:.2f}, "
+                f"{self.seconds:.1f} s on {self.device})")
+
     def first_last(self, k: int = 10) -> tuple[float, float]:
         """Mean loss over the first and last k logged steps."""
         k = max(1, min(k, len(self.loss)))
@@ -54,7 +60,8 @@ def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, los
         get = lambda i: source[i % len(source)]  # noqa: E731
     hist = History(device=str(dev))
     start = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    # an explicit disable= would override TQDM_DISABLE=1 (set under test), so pass it only to turn bars off
+    bar = tqdm(range(steps), desc=desc, leave=False, **({} if progress else {"disable": True}))
     for step in bar:
         batch = _to(get(step), dev)
         loss = loss_fn(model, batch)

@@ -19,8 +19,3 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
 
-
-def pytest_collectstart(collector):
-    """nbval: do not compare stderr (library warnings vary by version) or widget/HTML blobs."""
-    if getattr(collector, "path", None) is not None and collector.path.suffix == ".ipynb" and hasattr(collector, "skip_compare"):
-        collector.skip_compare += ("stderr", "application/javascript")

@@ -74,7 +74,7 @@ def test_notebook_opening_and_claims(ipynb):
     first = "".join(nb["cells"][0]["source"])
     assert first.startswith("# ") and "runtime" in first.lower()
     sources = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    assert "seed_everything(" in sources and "assert " in sources
+    assert "setup_notebook(" in sources and "assert " in sources
     for line in sources.splitlines():   # nbval markers must be exact to work
         if "NBVAL_" in line and line.strip().startswith("#"):
             assert line.strip() in ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP", "# NBVAL_RAISES_EXCEPTION", "# NBVAL_CHECK_OUTPUT"), line

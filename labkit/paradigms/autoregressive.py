@@ -79,6 +79,18 @@ def next_token_targets(labels: torch.Tensor, shift: bool = True) -> torch.Tensor
     return F.pad(labels[:, 1:], (0, 1), value=IGNORE) if shift else labels
 
 
+def offset_accuracy(logits: torch.Tensor, ids: torch.Tensor, k: int = 1) -> float:
+    """Share of positions t where argmax(logits[:, t]) == ids[:, t+k]; logits [B,T,V], ids [B,T].
+
+    k=1 is next-token accuracy; a double-shifted model scores high at k=2 instead.
+    """
+    if k < 0 or k >= ids.shape[1]:
+        raise ContractError(f"offset k={k} must lie in [0, T={ids.shape[1]})")
+    pred = logits.argmax(-1)
+    T = ids.shape[1]
+    return float(pred[:, : T - k].eq(ids[:, k:]).float().mean())
+
+
 # ----------------------------------------------------------------------------- decoding
 
 @torch.no_grad()

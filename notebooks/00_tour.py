@@ -1,0 +1,317 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · A tour: one sentence, five training tasks
+#
+# **What you will see.** The sentence *the cat sat on the mat* becomes five different training
+# examples: next-token prediction, a masked blank, an instruction completion, a contrastive pair
+# and a preference pair. Every one of them is fed to a model with the same forward call and
+# scored with the same cross-entropy line; what differs is the data contract (which tokens are
+# read, which are targets, what the loss divides by). Then two identical networks learn two
+# different things from the same stream, and we check each against the known truth.
+#
+# **Runtime:** about 15 s on a laptop CPU.
+
+# %%
+import torch
+import torch.nn.functional as F
+
+import labkit
+from labkit import IGNORE
+from labkit.batch import collate
+from labkit.checks import assert_masked_targets, assert_prompt_masked, audit
+from labkit.data import MarkovWorld
+from labkit.models import TinyTransformer
+from labkit.paradigms.autoregressive import ar_example, causal_lm_loss, causal_lm_token_losses
+from labkit.paradigms.masked import mask_positions, random_mask
+from labkit.reduce import reduce, token_cross_entropy
+from labkit.train import fit
+from labkit.viz import contract_text
+from labkit.vocab import seed_vocab
+
+SEED, DEVICE = labkit.setup_notebook()
+tok = seed_vocab()
+
+# %% [markdown]
+# ## 1. One record, the chapter's ids
+#
+# A word-level tokenizer with the lab's special tokens gives the ids used throughout the lab.
+
+# %%
+record = tok.encode("the cat sat on the mat", add_bos=True, add_eos=True)
+for t in record:
+    print(f"{tok.token(t):>6} -> {t}")
+assert record == [1, 42, 95, 317, 18, 42, 510, 2]
+
+# %% [markdown]
+# ## 2. A training paradigm is a data-objective pipeline
+#
+# Every paradigm in this lab is one instance of
+#
+# $$\min_\theta\; \mathbb{E}_{x\sim p_\text{data}}\; \mathbb{E}_{(c,y)\sim q(\cdot\mid x)} \big[\ell_\theta(c, y)\big],$$
+#
+# where the **task construction** $q(c, y \mid x)$ turns a raw record $x$ into a context $c$ and a
+# target $y$. In code that is `raw record -> example builder -> collator -> loss reducer`, and the
+# batch that comes out defines the empirical objective
+#
+# $$\hat{\mathcal L} = \frac{\sum_{b,t} m_{b,t}\, \ell_\theta(c_{b,t}, y_{b,t})}{\sum_{b,t} m_{b,t}},$$
+#
+# with $m$ the supervised positions (labels ≠ −100). The network never sees the word "task".
+#
+# ### Autoregressive LM: every next token is a target
+
+# %%
+ar = collate([ar_example(record)], tok.pad_id)
+print(contract_text(ar, tokenizer=tok))
+
+# %% [markdown]
+# ### Masked LM: one hidden token is the target, read from both sides
+
+# %%
+masked = collate([mask_positions(record, [2], tok.mask_id)], tok.pad_id)
+print(contract_text(masked, tokenizer=tok, loss_shifts=False))
+assert_masked_targets(masked.input_ids, masked.labels, torch.tensor([record]), tok.mask_id)
+
+# %% [markdown]
+# ### Instruction completion: the prompt is context, only the answer is a target
+
+# %%
+chat = [{"role": "user", "content": "explain gradient clipping"},
+        {"role": "assistant", "content": "clipping rescales large gradients"}]
+chat_ids, assistant_mask = tok.encode_chat(chat)
+chat_labels = [i if m else IGNORE for i, m in zip(chat_ids, assistant_mask)]
+sft = collate([{"input_ids": chat_ids, "labels": chat_labels}], tok.pad_id)
+print(contract_text(sft, tokenizer=tok))
+prompt_len = assistant_mask.index(1)
+assert_prompt_masked(sft.labels[0], prompt_len)
+
+# %% [markdown]
+# ### Contrastive pair: the target is *which* item in the batch matches
+#
+# Pair each caption with an "image" (here a random vector standing in for an image encoder's
+# output). Caption *i*'s target is image *i*: a B-way classification over the batch, so the
+# same cross-entropy applies to the similarity matrix with `arange(B)` as labels.
+
+# %%
+captions = ["the cat sat on the mat", "the dog ran to the rug", "a bird sat on the sofa", "the cat slept under the box"]
+B = len(captions)
+gen = torch.Generator().manual_seed(SEED)
+image_emb = F.normalize(torch.randn(B, 16, generator=gen), dim=-1)
+text_emb = F.normalize(image_emb + 0.5 * torch.randn(B, 16, generator=gen), dim=-1)   # noisy matches
+similarity = text_emb @ image_emb.T / 0.1          # [B captions, B images], temperature 0.1
+targets = torch.arange(B)
+print("targets (row i matches column i):", targets.tolist())
+print("similarity / tau:\n", similarity.round(decimals=1))
+contrastive_loss = F.cross_entropy(similarity, targets)
+print(f"InfoNCE = B-way cross-entropy: {contrastive_loss.item():.3f}")
+
+# %% [markdown]
+# ### Preference pair: the target is "this answer is better than that one"
+#
+# Two completions of the same prompt. A model scores each by the log-probability of its
+# *response tokens only*; Bradley-Terry turns the difference into a probability that the chosen
+# one wins, $\sigma(r^+ - r^-)$, and the loss is $-\log\sigma(r^+ - r^-)$.
+
+# %%
+prompt = tok.encode("the cat sat on the", add_bos=True)
+chosen, rejected = tok.encode("mat <eos>"), tok.encode("apple <eos>")
+pair = collate([{"input_ids": prompt + r, "labels": [IGNORE] * len(prompt) + r} for r in (chosen, rejected)], tok.pad_id)
+print(contract_text(pair, row=0, tokenizer=tok))
+print(contract_text(pair, row=1, tokenizer=tok))
+
+# %% [markdown]
+# ## 3. Same forward, same cross-entropy, different tasks
+#
+# One untrained network, one forward call, one loss line for every causal batch above. The
+# numbers differ because the contract differs: count the targets (the denominator).
+
+# %%
+torch.manual_seed(SEED)
+model = TinyTransformer(len(tok), d_model=32, n_layers=2, n_heads=4, max_len=32, causal=True)
+rows = []
+for name, batch, shifts in [("autoregressive", ar, True), ("masked", masked, False), ("completion", sft, True),
+                            ("preference (chosen)", pair, True)]:
+    logits = model(batch.input_ids, batch.attention_mask, batch.position_ids)       # the same forward
+    losses, mask = causal_lm_token_losses(logits, batch.labels, shift=shifts)       # the same CE
+    value, denominator = reduce(losses[:1], mask[:1], "token_mean")
+    rows.append((name, int(denominator), value.item()))
+    print(f"{name:<20} targets {int(denominator):>2} | token-mean loss {value.item():.2f}")
+seq_logprob = -(losses * mask).sum(-1)            # response log-probs of the preference pair
+bt_loss = -F.logsigmoid(seq_logprob[0] - seq_logprob[1])
+print(f"preference: log p(chosen) {seq_logprob[0].item():.2f}, log p(rejected) {seq_logprob[1].item():.2f}, "
+      f"Bradley-Terry loss {bt_loss.item():.3f}")
+assert [r[1] for r in rows] == [7, 1, 5, 2], "the denominators are the number of supervised tokens"
+
+# %% [markdown]
+# ## 4. Two networks, one stream, two learned behaviours
+#
+# `MarkovWorld` is a stream of sentences from a small Markov grammar over the chapter's words, with
+# a known transition matrix $P$. We train two networks of the *same class and size*: one causal
+# with next-token labels, one bidirectional with 20% of tokens masked. Then we ask both about
+# "the cat ___":
+#
+# * the causal model should give $p(\text{sat} \mid \text{cat}) = P_{\text{cat},\text{sat}} = 0.70$;
+# * the masked model sees "the cat [MASK] on the mat" and should give
+#   $p(\text{sat} \mid \text{cat}, \text{on}) \propto P_{\text{cat},\text{sat}} P_{\text{sat},\text{on}}$, which is 0.86.
+
+# %%
+world = MarkovWorld(tokenizer=tok)
+stream = world.sample_blocks(2048, 32, torch.Generator().manual_seed(SEED))
+mask_gen = torch.Generator().manual_seed(SEED)
+
+
+def next_token_batch(step):
+    return stream[(step * 32) % len(stream):][:32]
+
+
+def masked_batch(step):
+    return random_mask(next_token_batch(step), 0.2, tok.mask_id, generator=mask_gen)
+
+
+torch.manual_seed(SEED)
+causal_net = TinyTransformer(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=32, causal=True)
+bidir_net = TinyTransformer(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=32, causal=False)
+hist_causal = fit(causal_net, next_token_batch, lambda m, x: causal_lm_loss(m(x), x), steps=150, desc="next-token")
+hist_masked = fit(bidir_net, masked_batch, lambda m, b: reduce(token_cross_entropy(m(b[0]), b[1]), b[1].ne(IGNORE)).value,
+                  steps=400, desc="masked")
+print(f"next-token net: loss {hist_causal.first_last(20)[0]:.2f} -> {hist_causal.first_last(20)[1]:.2f}")
+print(f"masked net:     loss {hist_masked.first_last(20)[0]:.2f} -> {hist_masked.first_last(20)[1]:.2f}")
+
+# %%
+sat, cat, on = tok.stoi["sat"], tok.stoi["cat"], tok.stoi["on"]
+with torch.no_grad():
+    p_next = causal_net(torch.tensor([tok.encode("<bos> the cat")], device=DEVICE)).softmax(-1)[0, -1, sat].item()
+    blank = torch.tensor([tok.encode("<bos> the cat <mask> on the mat <eos>")], device=DEVICE)
+    p_fill = bidir_net(blank).softmax(-1)[0, 3, sat].item()
+print(f"next-token model: p(sat | the cat)         = {p_next:.2f}   (known {world.P[cat, sat].item():.2f})")
+print(f"masked model:     p(sat | the cat _ on ..) = {p_fill:.2f}   (known {world.fill_probs(cat, on)[sat].item():.2f})")
+
+# %% [markdown]
+# One query is one noisy number. The measurement: on 256 held-out positions, compare each
+# model's predicted distribution with both known answers, by total variation distance
+# $\mathrm{TV}(p, q) = 	frac12 \sum_k |p_k - q_k|$ (0 = identical, 1 = disjoint). The causal model is
+# asked for the next token given the prefix, the masked model for a token masked in place.
+
+# %%
+val = world.sample_blocks(256, 32, torch.Generator().manual_seed(SEED + 1)).to(DEVICE)
+rows = torch.arange(256, device=DEVICE)
+pos = torch.randint(1, 31, (256,), generator=torch.Generator().manual_seed(SEED + 2)).to(DEVICE)
+left, right = val[rows, pos - 1].cpu(), val[rows, pos + 1].cpu()
+truth_next = world.P[left].float()                                                  # p(x_t | x_t-1)
+truth_fill = torch.stack([world.fill_probs(int(a), int(b)) for a, b in zip(left, right)]).float()   # p(x_t | both sides)
+with torch.no_grad():
+    q_causal = causal_net(val).softmax(-1)[rows, pos - 1].cpu()
+    blanked = val.clone()
+    blanked[rows, pos] = tok.mask_id
+    q_masked = bidir_net(blanked).softmax(-1)[rows, pos].cpu()
+
+
+def tv(p, q):
+    return 0.5 * (p - q).abs().sum(-1).mean().item()
+
+
+distances = {("causal", "next-token truth"): tv(q_causal, truth_next), ("causal", "fill-in truth"): tv(q_causal, truth_fill),
+             ("masked", "next-token truth"): tv(q_masked, truth_next), ("masked", "fill-in truth"): tv(q_masked, truth_fill)}
+for (net, truth), d in distances.items():
+    print(f"{net:>6} model vs {truth:<16}: TV {d:.2f}")
+
+# %% [markdown]
+# **Claim.** Each network matches the truth of *its own* task (TV < 0.1) and is at least 0.1
+# farther from the other task's truth: same class, same data, same cross-entropy, different
+# learned conditional.
+
+# %%
+own_c, other_c = distances[("causal", "next-token truth")], distances[("causal", "fill-in truth")]
+own_m, other_m = distances[("masked", "fill-in truth")], distances[("masked", "next-token truth")]
+assert own_c < 0.1 and own_m < 0.1, "each model should learn its own task's conditional"
+assert other_c > own_c + 0.1 and other_m > own_m + 0.1, "and not the other task's"
+print(f"claim holds: causal {own_c:.2f} (own) vs {other_c:.2f} (other); masked {own_m:.2f} (own) vs {other_m:.2f} (other)")
+
+# %% [markdown]
+# ## 5. The map of the lab
+#
+# | # | notebook | what you measure |
+# |---|---|---|
+# | 00 | tour (this one) | one record, five tasks; same forward + CE, different learned behaviour |
+# | 01 | cross-entropy | grad = p − onehot; temperature; chunked CE memory |
+# | 02 | supervised targets | softmax vs BCE, soft labels vs majority vote |
+# | 03 | autoregressive shift | the double shift trains smoothly and learns t+2; the finite-context floor |
+# | 04 | padding & positions | left padding with arange positions breaks batched decoding |
+# | 05 | packing & SFT masks | leaked documents, unmasked prompts, pad == eos |
+# | 06 | reductions & denominators | token vs sequence mean, gradient accumulation, ranks |
+# | 07 | teacher forcing & exposure bias | errors compound in free-running generation |
+# | 08 | masked & denoising | BERT 80/10/10, spans, masked diffusion |
+# | 09 | contrastive & false negatives | InfoNCE, temperature, false negatives, gathered negatives |
+# | 10 | distillation | temperature, T², dark knowledge |
+# | 11 | preference & policy | Bradley-Terry, DPO, length bias, reward hacking |
+# | 12 | mixtures & curriculum | n^γ weights, forgetting |
+# | 13 | smoke tests & bug hunt | every check on correct and broken pipelines |
+#
+# The README lists which of these are ready.
+#
+# ## 6. Try it
+#
+# **Exercise 1.** Build the masked-LM example that hides *mat* (position 6) and nothing else.
+
+# %%
+def mask_mat(ids):
+    ### BEGIN SOLUTION
+    inputs = list(ids)
+    labels = [IGNORE] * len(ids)
+    labels[6], inputs[6] = ids[6], tok.mask_id
+    return {"input_ids": inputs, "labels": labels}
+    ### END SOLUTION
+
+
+mine = mask_mat(record)
+assert_masked_targets(mine["input_ids"], mine["labels"], record, tok.mask_id)
+assert mine["labels"][6] == tok.stoi["mat"], "the target of the hidden position is the clean token 'mat'"
+print("exercise 1: passes the masked-LM smoke test")
+
+# %% [markdown]
+# **Exercise 2.** Build completion labels for a new chat so that only the assistant's answer
+# (and its `<eos>`) is learned. `audit` must find nothing.
+
+# %%
+chat2 = [{"role": "user", "content": "copy A B C"}, {"role": "assistant", "content": "A B C"}]
+
+
+def completion_labels(messages):
+    ### BEGIN SOLUTION
+    ids, amask = tok.encode_chat(messages)
+    return ids, [i if m else IGNORE for i, m in zip(ids, amask)]
+    ### END SOLUTION
+
+
+ids2, labels2 = completion_labels(chat2)
+batch2 = collate([{"input_ids": ids2, "labels": labels2}], tok.pad_id)
+n_prompt = tok.encode_chat(chat2)[1].index(1)
+assert audit(batch2, prompt_lengths=[n_prompt], eos_id=tok.eos_id) == [], audit(batch2, prompt_lengths=[n_prompt], eos_id=tok.eos_id)
+assert sum(y != IGNORE for y in labels2) == 4, "the three answer tokens and <eos> are the targets"
+print("exercise 2: prompt masked, answer and <eos> supervised")
+
+# %% [markdown]
+# ## Summary
+
+# %%
+print(f"{'paradigm':<22}{'targets':>8}  what is learned")
+print(f"{'autoregressive':<22}{7:>8}  p(next token | prefix)")
+print(f"{'masked':<22}{1:>8}  p(hidden token | both sides)")
+print(f"{'completion':<22}{5:>8}  p(answer | prompt), prompt not learned")
+print(f"{'contrastive':<22}{B:>8}  which of B candidates matches (B-way CE)")
+print(f"{'preference':<22}{1:>8}  P(chosen beats rejected) = sigmoid(r+ - r-)")
+print(f"measured (TV to the known conditional): causal model {own_c:.2f} to its task, {other_c:.2f} to the other; "
+      f"masked model {own_m:.2f} / {other_m:.2f}")
