@@ -276,9 +276,15 @@ def mask_mat(ids):
     ### END SOLUTION
 
 
+# %%
+# CHECK: 00-mask-mat
 mine = mask_mat(record)
 assert_masked_targets(mine["input_ids"], mine["labels"], record, tok.mask_id)
+### BEGIN HIDDEN TESTS
+assert mine["input_ids"][6] == tok.mask_id, "the input at position 6 must be the [MASK] id"
 assert mine["labels"][6] == tok.stoi["mat"], "the target of the hidden position is the clean token 'mat'"
+assert mine["input_ids"][:6] == record[:6], "only position 6 may change"
+### END HIDDEN TESTS
 print("exercise 1: passes the masked-LM smoke test")
 
 # %% [markdown]
@@ -296,11 +302,25 @@ def completion_labels(messages):
     ### END SOLUTION
 
 
-ids2, labels2 = completion_labels(chat2)
-batch2 = collate([{"input_ids": ids2, "labels": labels2}], tok.pad_id)
-n_prompt = tok.encode_chat(chat2)[1].index(1)
-assert audit(batch2, prompt_lengths=[n_prompt], eos_id=tok.eos_id) == [], audit(batch2, prompt_lengths=[n_prompt], eos_id=tok.eos_id)
-assert sum(y != IGNORE for y in labels2) == 4, "the three answer tokens and <eos> are the targets"
+# %%
+# CHECK: 00-completion-labels
+def check_completion_labels(messages, ids, labels):
+    """Prompt tokens are -100, every answer token and the final <eos> are targets (audit agrees)."""
+    want_ids, amask = tok.encode_chat(messages)
+    assert list(ids) == want_ids, "input ids must be the chat rendered by tok.encode_chat"
+    batch = collate([{"input_ids": ids, "labels": labels}], tok.pad_id)
+    findings = audit(batch, prompt_lengths=[amask.index(1)], eos_id=tok.eos_id)
+    assert not findings, f"{findings[0]}"
+    assert sum(y != IGNORE for y in labels) == sum(amask), "the answer tokens and <eos> are the targets, nothing else"
+
+
+check_completion_labels(chat2, *completion_labels(chat2))
+### BEGIN HIDDEN TESTS
+chat3 = [{"role": "user", "content": "sort 3 1 2"}, {"role": "assistant", "content": "1 2 3"},
+         {"role": "user", "content": "reverse A B"}, {"role": "assistant", "content": "B A"}]
+ids3, labels3 = completion_labels(chat3)
+assert sum(y != IGNORE for y in labels3) == 7, "both assistant turns with their <eos> (4 + 3 tokens) are targets; user turns are not"
+### END HIDDEN TESTS
 print("exercise 2: prompt masked, answer and <eos> supervised")
 
 # %% [markdown]

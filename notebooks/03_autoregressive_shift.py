@@ -307,7 +307,14 @@ def my_ar_example(ids):
     ### END SOLUTION
 
 
-assert_golden_shift(record, my_ar_example, lambda z, y: causal_lm_loss(z, y, shift=False), len(tok))
+# %%
+# CHECK: 03-external-builder
+plain_loss = lambda z, y: causal_lm_loss(z, y, shift=False)  # noqa: E731
+assert_golden_shift(record, my_ar_example, plain_loss, len(tok))
+### BEGIN HIDDEN TESTS
+for text in ["<bos> the dog ran to the rug <eos>", "<bos> a <eos>"]:
+    assert_golden_shift(tok.encode(text), my_ar_example, plain_loss, len(tok))
+### END HIDDEN TESTS
 print("exercise 1: your builder passes the golden shift check")
 
 # %% [markdown]
@@ -334,9 +341,21 @@ def fixed_labels(batch):
     ### END SOLUTION
 
 
-repaired = collate([{"input_ids": ids, "labels": lab} for ids, lab in
-                    zip(colleague.input_ids.tolist(), fixed_labels(colleague).tolist())], tok.pad_id)
-assert audit(repaired, loss_shifts=True) == [], "audit still finds a problem: labels should equal input_ids (the loss shifts)"
+# %%
+# CHECK: 03-fixed-labels
+def check_fixed_labels(batch, labels):
+    """The repaired labels must pass audit() with a shifting loss and keep every real token."""
+    repaired = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels)
+    findings = audit(repaired, loss_shifts=True)
+    assert not findings, f"audit still finds: {findings[0]} (with a shifting loss, labels are a copy of input_ids)"
+    assert labels.ne(IGNORE).sum() == batch.attention_mask.sum(), "every real token should be a label; only padding is -100"
+
+
+check_fixed_labels(colleague, fixed_labels(colleague))
+### BEGIN HIDDEN TESTS
+other = collate([ar_example(tok.encode(s, add_bos=True), "external") for s in ["the cat sat", "a bird slept on the sofa"]], tok.pad_id)
+check_fixed_labels(other, fixed_labels(other))
+### END HIDDEN TESTS
 print("exercise 2: audit finds nothing wrong with the repaired batch")
 
 # %% [markdown]
