@@ -10,18 +10,21 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 
             TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 JUPYTER_PLATFORM_DIRS=1 \
             PYDEVD_DISABLE_FILE_VALIDATION=1
 
-.PHONY: help setup lab test test-unit test-notebooks notebooks clean
+.PHONY: help setup lab test test-unit test-notebooks notebooks book assignments clean
 
 help:
 	@echo "make lab    start JupyterLab on 127.0.0.1:$(PORT) (PORT=... to change)"
 	@echo "make test   unit tests, cross-checks with transformers, notebooks under nbval"
 	@echo "make notebooks  re-execute notebooks/*.py into their .ipynb pairs (NB=03 for one)"
+	@echo "make book   static HTML site of the executed notebooks in book/"
+	@echo "make assignments  student versions in build/student (OUT=dir)"
 
 setup:
 	@$(PYTHON) tools/setup_env.py --venv $(VENV)
 
 lab: setup
-	HF_HUB_OFFLINE=1 $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) README.md
+	HF_HUB_OFFLINE=1 $(PY) -m jupyter lab --ip=127.0.0.1 --port=$(PORT) \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) README.md
 
 test: setup
 	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) --dist loadscope \
@@ -38,6 +41,12 @@ test-notebooks: setup
 
 notebooks: setup
 	$(TEST_ENV) $(PY) tools/execute_notebooks.py $(NB)
+
+book: setup
+	$(PY) tools/build_book.py --out book
+
+assignments: setup
+	$(PY) -m labkit.assignments build --out $(or $(OUT),build/student)
 
 clean:
 	rm -rf .pytest_cache .hypothesis artifacts
