@@ -45,7 +45,7 @@ def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, los
     import labkit
 
     if steps < 1:
-        raise ContractError(f"steps must be >= 1, got {steps}")
+        raise ContractError(f"steps must be >= 1 (the number of optimizer updates), got {steps}")
     dev = torch.device(device) if device is not None else labkit.device()
     if seed is not None:
         torch.manual_seed(seed)

@@ -149,7 +149,10 @@ def _controls(panel):
     out = []
     buttons = panel.locator(".widget-toggle-buttons")
     for i in range(buttons.count()):
-        out.append(("toggle", buttons.nth(i)))
+        options = buttons.nth(i).locator("button")
+        for j in range(options.count()):      # every option that is not the current one
+            if "mod-active" not in (options.nth(j).get_attribute("class") or ""):
+                out.append(("toggle", options.nth(j)))
     sliders = panel.locator(".widget-slider, .widget-hslider")
     for i in range(sliders.count()):
         out.append(("slider", sliders.nth(i)))
@@ -164,9 +167,7 @@ def _controls(panel):
 
 def _change(kind, control, page) -> None:
     if kind == "toggle":
-        options = control.locator("button")
-        target = next(i for i in range(options.count()) if "mod-active" not in (options.nth(i).get_attribute("class") or ""))
-        options.nth(target).click()
+        control.click()
     elif kind == "slider":
         handle = control.locator(".noUi-handle").first
         handle.focus()
