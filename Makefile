@@ -10,13 +10,14 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 
             TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 JUPYTER_PLATFORM_DIRS=1 \
             PYDEVD_DISABLE_FILE_VALIDATION=1
 
-.PHONY: help setup lab test test-unit test-notebooks test-seeds notebooks book assignments clean
+.PHONY: help setup lab test test-unit test-notebooks test-seeds notebooks bench book assignments clean
 
 help:
 	@echo "make lab    start JupyterLab on 127.0.0.1:$(PORT) (PORT=... to change)"
 	@echo "make test   unit tests, cross-checks with transformers, notebooks under nbval"
 	@echo "make notebooks  re-execute notebooks/*.py into their .ipynb pairs (NB=03 for one)"
 	@echo "make test-seeds  every notebook under LABKIT_SEED=1 and 2 (SEEDS=...): claims must hold"
+	@echo "make bench  performance table in bench/ (results.md, results.csv, notebooks.png)"
 	@echo "make book   static HTML site of the executed notebooks in book/"
 	@echo "make assignments  student versions in build/student (OUT=dir)"
 
@@ -45,6 +46,9 @@ notebooks: setup
 
 test-seeds: setup
 	$(TEST_ENV) $(PY) tools/run_seeds.py --seeds $(or $(SEEDS),1 2) --jobs $(JOBS)
+
+bench: setup
+	$(TEST_ENV) $(PY) tools/bench.py --repeats $(or $(REPEATS),3) --notebook-repeats $(or $(NB_REPEATS),1)
 
 book: setup
 	$(PY) tools/build_book.py --out book
