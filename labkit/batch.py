@@ -96,6 +96,19 @@ def _as_list(seq, what: str) -> list[int]:
     return [int(v) for v in out]
 
 
+def _example_ids_labels(ex, i: int) -> tuple[list[int], list[int]]:
+    """Example i (a dict with input_ids and optional labels) -> (ids, labels); labels default to
+    a copy of input_ids (the loss shifts) and must align with them position by position."""
+    if not isinstance(ex, Mapping) or "input_ids" not in ex:
+        raise ContractError(f"example {i} has no 'input_ids'; fix: examples are dicts like {{'input_ids': [...], 'labels': [...]}}")
+    ids = _as_list(ex["input_ids"], f"example {i} input_ids")
+    labels = _as_list(ex["labels"], f"example {i} labels") if ex.get("labels") is not None else list(ids)
+    if len(labels) != len(ids):
+        raise ContractError(f"example {i}: {len(labels)} labels for {len(ids)} input ids; fix: labels align with "
+                            "input_ids position by position (the loss does the shift)")
+    return ids, labels
+
+
 def pad(seqs: Sequence, pad_value: int | None, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """Pad variable-length id lists to [B, T] (T = longest); return (ids, attention_mask).
 
@@ -153,12 +166,7 @@ def collate(examples: Sequence[Mapping], pad_id: int | None, side: str = "right"
         raise ContractError("collate() got no examples; fix: pass a non-empty list of dicts with 'input_ids'")
     ids_list, label_list, weights = [], [], []
     for i, ex in enumerate(examples):
-        if not isinstance(ex, Mapping) or "input_ids" not in ex:
-            raise ContractError(f"example {i} has no 'input_ids'; fix: examples are dicts like {{'input_ids': [...], 'labels': [...]}}")
-        ids = _as_list(ex["input_ids"], f"example {i} input_ids")
-        labels = _as_list(ex["labels"], f"example {i} labels") if ex.get("labels") is not None else list(ids)
-        if len(labels) != len(ids):
-            raise ContractError(f"example {i}: {len(labels)} labels for {len(ids)} input ids; fix: labels align with input_ids position by position (the loss does the shift)")
+        ids, labels = _example_ids_labels(ex, i)
         ids_list.append(ids)
         label_list.append(labels)
         weights.append(float(ex.get("weight", 1.0)))
@@ -185,12 +193,7 @@ def pack(examples: Sequence[Mapping], max_len: int, block_diagonal: bool = True,
         raise ContractError(f"max_len must be >= 1, got {max_len}")
     docs = []
     for i, ex in enumerate(examples):
-        if not isinstance(ex, Mapping) or "input_ids" not in ex:
-            raise ContractError(f"example {i} has no 'input_ids'")
-        ids = _as_list(ex["input_ids"], f"example {i} input_ids")
-        labels = _as_list(ex["labels"], f"example {i} labels") if ex.get("labels") is not None else list(ids)
-        if len(labels) != len(ids):
-            raise ContractError(f"example {i}: {len(labels)} labels for {len(ids)} input ids")
+        ids, labels = _example_ids_labels(ex, i)
         if not ids:
             raise ContractError(f"example {i} is empty; fix: drop empty documents before packing")
         if len(ids) > max_len:

@@ -11,9 +11,11 @@ run_ranks returns them in rank order. A failing or hanging rank terminates all r
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
+import sys
 import time
 from typing import Any, Callable, Sequence
 
@@ -43,21 +45,53 @@ def _worker(rank: int, fn: Callable, world_size: int, port: int, args: tuple, qu
         dist.destroy_process_group()
 
 
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Start ranks without re-running the parent's __main__ in them.
+
+    "spawn" children normally import the parent's main script first; a script without an
+    `if __name__ == "__main__":` guard (a notebook runner, for instance) would then run again in
+    every rank. Rank functions live in importable modules (run_ranks checks it), so the children
+    never need __main__: hide its __file__ and __spec__ while the processes start.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    try:
+        if main is not None:
+            main.__dict__.pop("__file__", None)
+            if "__spec__" in saved:
+                main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            main.__dict__.update(saved)
+
+
 def run_ranks(fn: Callable, world_size: int = 2, args: Sequence[Any] = (), timeout: float = 120.0) -> list:
     """Run fn(rank, world_size, *args) in `world_size` gloo processes; return their results by rank."""
     import torch.multiprocessing as mp
 
     if world_size < 1:
         raise ContractError(f"world_size must be >= 1, got {world_size}")
-    if getattr(fn, "__module__", "__main__") == "__main__" or "<locals>" in getattr(fn, "__qualname__", ""):
+    qualname = getattr(fn, "__qualname__", "")
+    if getattr(fn, "__module__", "__main__") == "__main__" or "<locals>" in qualname or "<lambda>" in qualname:
         raise ContractError(f"{getattr(fn, '__name__', fn)!r} is defined in a notebook or inside a function; spawned ranks "
                             "can only import module-level functions. Fix: define it in a module (labkit.dist or a .py file)")
     queue = mp.get_context("spawn").SimpleQueue()
-    ctx = mp.start_processes(_worker, args=(fn, world_size, free_port(), tuple(args), queue),
-                             nprocs=world_size, join=False, start_method="spawn")
+    with _main_module_hidden():
+        ctx = mp.start_processes(_worker, args=(fn, world_size, free_port(), tuple(args), queue),
+                                 nprocs=world_size, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
+    results: list = [None] * world_size
+
+    def drain():  # read results while ranks run: a result larger than the pipe buffer blocks its put() until read
+        while not queue.empty():
+            rank, payload = queue.get()
+            results[rank] = torch.load(io.BytesIO(payload), weights_only=False)
+
     try:
         while not ctx.join(timeout=0.5):
+            drain()
             if time.monotonic() > deadline:
                 raise ContractError(f"distributed job did not finish within {timeout:.0f} s (a rank waits for a "
                                     "collective the others never call?); all ranks were terminated")
@@ -66,10 +100,7 @@ def run_ranks(fn: Callable, world_size: int = 2, args: Sequence[Any] = (), timeo
             if p.is_alive():
                 p.terminate()
                 p.join(5)
-    results: list = [None] * world_size
-    while not queue.empty():
-        rank, payload = queue.get()
-        results[rank] = torch.load(io.BytesIO(payload), weights_only=False)
+    drain()
     return results
 
 
@@ -120,3 +151,43 @@ def _probe(rank: int, world_size: int, value: float) -> dict:
     return {"rank": rank, "gathered": gathered.detach(), "grad": x.grad.clone(),
             "sum": all_reduce_sum(torch.tensor([float(rank)])),
             "no_grad_rows": all_gather_no_grad(x.detach()).tolist()}
+
+
+def data_parallel_step(rank: int, world_size: int, model: torch.nn.Module, shards: Sequence[dict],
+                       modes: Sequence[str] = ("local_mean", "global_count")) -> dict:
+    """One data-parallel step of a causal LM on this rank's shard, as DDP does it, for each mode.
+
+    shards[rank]: dict of [B_r,T_r] tensors (input_ids, attention_mask, position_ids, labels).
+    Each mode (labkit.reduce.rank_loss): local loss -> backward -> gradients all-reduced (SUM) and
+    divided by world_size (DDP's average). "global_count" all-reduces the target count first.
+    Returns {"rank", "local_sum", "local_count", "global_sum", "global_count", "modes": {mode:
+    {"loss", "grad" (flat averaged gradient, identical on every rank)}}}.
+    """
+    from labkit.paradigms.autoregressive import causal_lm_token_losses
+    from labkit.reduce import rank_loss
+
+    shard = shards[rank]
+    model.eval()
+    out: dict = {"rank": rank, "modes": {}}
+    for mode in modes:
+        model.zero_grad(set_to_none=True)
+        logits = model(shard["input_ids"], attention_mask=shard["attention_mask"], position_ids=shard["position_ids"])
+        losses, mask = causal_lm_token_losses(logits, shard["labels"])
+        local = torch.stack([(losses * mask).sum().detach().double(), mask.sum().double()])
+        total = all_reduce_sum(local)
+        loss = rank_loss(losses, mask, mode, global_count=total[1], world_size=world_size).value
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        out.update(local_sum=float(local[0]), local_count=int(local[1]), global_sum=float(total[0]),
+                   global_count=int(total[1]))
+        out["modes"][mode] = {"loss": float(loss.detach()), "grad": grad / world_size}
+    return out
+
+
+def _fail_on_rank(rank: int, world_size: int, bad_rank: int = 1) -> int:
+    """A rank function for tests: rank `bad_rank` raises while the others wait in a collective."""
+    if rank == bad_rank:
+        raise RuntimeError(f"rank {rank} failed on purpose")
+    dist.barrier()
+    return rank

@@ -34,6 +34,20 @@ class Block(nn.Module):
         x = x + self.proj(attn.transpose(1, 2).reshape(B, T, d))
         return x + self.mlp(self.ln2(x))
 
+    def forward_cached(self, x: torch.Tensor, allowed: torch.Tensor, past=None):
+        """The same block over S new tokens with a key/value cache.
+
+        x [B,S,d]; allowed bool [B,1,S,P+S] over the P cached keys and the S new ones; past: None
+        or (k, v), each [B,H,P,d/H]. Returns (x_out [B,S,d], (k, v) of all P+S tokens).
+        """
+        B, S, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(B, S, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        x = x + self.proj(attn.transpose(1, 2).reshape(B, S, d))
+        return x + self.mlp(self.ln2(x)), (k, v)
+
 
 class TinyTransformer(nn.Module):
     """Token + learned absolute position embeddings, n pre-norm blocks, tied output head.
@@ -124,6 +138,44 @@ class TinyTransformer(nn.Module):
     def forward(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         return self.hidden_states(input_ids, attention_mask, position_ids) @ self.tok.weight.T
 
+    def forward_cached(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                       past: list | None = None) -> tuple[torch.Tensor, list]:
+        """Incremental decoding with a key/value cache (causal models without a window).
+
+        input_ids [B,S]: the new tokens (the whole left-padded prompt on the first call, then one
+        token per step); attention_mask [B,P+S] (1 = real) over the P cached tokens and the S new
+        ones; position_ids [B,S]: where the new tokens sit, required because the cache cannot
+        know it: a row's next position is its own number of real tokens, not the padded length.
+        past: None, or the list of per-layer (k, v) a previous call returned.
+        Returns (logits [B,S,V], past). Query i may read cached/new key j when j <= P+i and key j
+        is real; its own key is always open (as in forward).
+        """
+        if not self.causal or self.window is not None:
+            raise ContractError("forward_cached needs a causal model without a sliding window; fix: call forward() on the whole prefix")
+        if input_ids.dim() != 2 or position_ids is None or position_ids.shape != input_ids.shape:
+            raise ContractError(f"forward_cached needs input_ids [B,S] and position_ids of the same shape, got "
+                                f"{tuple(input_ids.shape)} and {None if position_ids is None else tuple(position_ids.shape)}")
+        B, S = input_ids.shape
+        P = 0 if past is None else past[0][0].shape[2]
+        if past is not None and len(past) != len(self.blocks):
+            raise ContractError(f"past holds {len(past)} layers, the model has {len(self.blocks)}; fix: pass back what the previous call returned")
+        if attention_mask is None or tuple(attention_mask.shape) != (B, P + S):
+            raise ContractError(f"attention_mask must cover the {P} cached and {S} new tokens: [B, P+S] = {(B, P + S)}, got "
+                                f"{None if attention_mask is None else tuple(attention_mask.shape)}; fix: append a 1 per new token")
+        if int(position_ids.max()) >= self.max_len or int(position_ids.min()) < 0:
+            raise ContractError(f"position ids must lie in [0, max_len={self.max_len}); got max {int(position_ids.max())}")
+        dev = input_ids.device
+        causal = torch.ones(S, P + S, dtype=torch.bool, device=dev).tril(P)
+        own = torch.zeros(S, P + S, dtype=torch.bool, device=dev)
+        own[torch.arange(S, device=dev), P + torch.arange(S, device=dev)] = True
+        allowed = (causal[None] & attention_mask.bool()[:, None, :]) | own[None]
+        x = self.tok(input_ids) + self.pos(position_ids)
+        new_past = []
+        for block, kv in zip(self.blocks, past if past is not None else [None] * len(self.blocks)):
+            x, kv = block.forward_cached(x, allowed[:, None], kv)
+            new_past.append(kv)
+        return self.ln_f(x) @ self.tok.weight.T, new_past
+
 
 class TinyCausalLM(TinyTransformer):
     """Decoder-only LM: each position reads itself and what came before (and only `window` tokens
@@ -136,3 +188,78 @@ class TinyCausalLM(TinyTransformer):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class MLPClassifier(nn.Module):
+    """x [B, in_dim] -> logits [B, n_classes] through hidden layers (Linear + GELU each).
+
+    hidden=() gives a linear (softmax regression) model."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: tuple[int, ...] = (64,), dropout: float = 0.0):
+        super().__init__()
+        if in_dim < 1 or n_classes < 2:
+            raise ContractError(f"an MLP classifier needs in_dim >= 1 and n_classes >= 2, got {in_dim}, {n_classes}")
+        layers: list[nn.Module] = []
+        width = in_dim
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.GELU()] + ([nn.Dropout(dropout)] if dropout else [])
+            width = h
+        layers.append(nn.Linear(width, n_classes))
+        self.net = nn.Sequential(*layers)
+        self.in_dim, self.n_classes = in_dim, n_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.in_dim:
+            raise ContractError(f"MLPClassifier expects [B, {self.in_dim}] features, got {tuple(x.shape)}; fix: flatten images")
+        return self.net(x)
+
+
+class DualEncoder(nn.Module):
+    """Two towers into one embedding space (a tiny CLIP).
+
+    image tower: [B, image_dim] -> MLP -> [B, dim]; text tower: token ids [B, L] (pad_id = padding)
+    -> mean of word embeddings (pads excluded) -> MLP -> [B, dim]. forward(images, captions) ->
+    (image_emb, text_emb), unnormalised (the contrastive loss normalises).
+    """
+
+    def __init__(self, image_dim: int, vocab_size: int, dim: int = 32, hidden: int = 128, pad_id: int = 0):
+        super().__init__()
+        self.image_dim, self.vocab_size, self.pad_id = image_dim, vocab_size, pad_id
+        self.image_tower = nn.Sequential(nn.Linear(image_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.words = nn.EmbeddingBag(vocab_size, hidden, mode="mean", padding_idx=pad_id)
+        self.text_tower = nn.Sequential(nn.GELU(), nn.Linear(hidden, dim))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 2 or images.shape[1] != self.image_dim:
+            raise ContractError(f"images must be [B, {self.image_dim}], got {tuple(images.shape)}")
+        return self.image_tower(images)
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dim() != 2:
+            raise ContractError(f"captions must be padded ids [B, L], got {tuple(ids.shape)}")
+        if int(ids.max()) >= self.vocab_size or int(ids.min()) < 0:
+            raise ContractError(f"caption ids must lie in [0, {self.vocab_size}); fix: build the model with len(tokenizer)")
+        if ids.ne(self.pad_id).sum(-1).eq(0).any():
+            raise ContractError("a caption has no real token (all padding): its mean embedding is undefined")
+        return self.text_tower(self.words(ids))
+
+    def forward(self, images: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_image(images), self.encode_text(captions)
+
+
+class HFLogits(nn.Module):
+    """A transformers causal LM behind TinyCausalLM's call signature, so labkit's decoding helpers
+    (generate, continuation_logits, decode_agreement) can drive it.
+
+    forward(input_ids [B,T], attention_mask=None, position_ids=None) -> logits [B,T,V].
+    position_ids=None lets the wrapped model choose, as a plain forward would (a column index).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
+        if attention_mask is not None and attention_mask.dim() != 2:
+            raise ContractError("HFLogits passes a [B,T] padding mask; transformers models build their own causal mask")
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).logits

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from labkit import IGNORE
 from labkit.checks import ContractError
+from labkit.checks import fail_exercise as _fail
 
 REDUCTIONS = ("token_mean", "sequence_mean", "sum", "batch_mean")
 
@@ -100,3 +101,391 @@ def reduce(token_losses: torch.Tensor, mask: torch.Tensor, how: str = "token_mea
     seq_w = (w * m).sum(-1)[has] / per_seq_count[has]
     den = seq_w.sum()
     return Reduced((seq_w * seq_mean).sum() / den, den)
+
+
+# ----------------------------------------------------------------------------- chunked cross-entropy
+
+CHUNK_ELEMENTS = 2 ** 24   # default chunk: rows whose logits hold about 16M floats (64 MiB in float32)
+
+
+def _check_chunked_inputs(hidden, weight, labels, chunk_size, ignore_index, reduction):
+    if reduction not in ("mean", "sum"):
+        raise ContractError(f"unknown reduction {reduction!r}; fix: 'mean' (over supervised tokens) or 'sum'")
+    if not (isinstance(hidden, torch.Tensor) and isinstance(weight, torch.Tensor) and isinstance(labels, torch.Tensor)):
+        raise ContractError("hidden, weight and labels must be tensors")
+    if not (hidden.is_floating_point() and weight.is_floating_point()):
+        raise ContractError(f"hidden and weight must be floating point, got {hidden.dtype} and {weight.dtype}")
+    if weight.dim() != 2:
+        raise ContractError(f"weight must be the output embedding [V, d], got {tuple(weight.shape)}")
+    if hidden.dim() < 2 or hidden.shape[-1] != weight.shape[1]:
+        hint = (" (is weight transposed? pass lm_head.weight, which is [V, d])"
+                if hidden.dim() >= 1 and weight.shape[0] == hidden.shape[-1] else "")
+        raise ContractError(f"hidden {tuple(hidden.shape)} and weight {tuple(weight.shape)} do not align: need hidden "
+                            f"[N, d] (or [..., d]) and weight [V, d] with the same d{hint}")
+    if labels.shape != hidden.shape[:-1]:
+        raise ContractError(f"labels {tuple(labels.shape)} must be hidden.shape[:-1] = {tuple(hidden.shape[:-1])}: one "
+                            "target id per hidden state; fix: for a causal LM shift first (hidden[:, :-1], labels[:, 1:])")
+    if labels.dtype != torch.long:
+        raise ContractError(f"labels must be int64 class ids, got {labels.dtype}")
+    if not (hidden.device == weight.device == labels.device):
+        raise ContractError(f"hidden, weight and labels live on {hidden.device}, {weight.device}, {labels.device}; fix: .to() one device")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ContractError(f"chunk_size must be a positive number of rows (or None for automatic), got {chunk_size!r}")
+    V = weight.shape[0]
+    bad = labels.ne(ignore_index) & (labels.lt(0) | labels.ge(V))
+    if bad.any():
+        raise ContractError(f"labels hold ids outside [0, {V}) that are not {ignore_index}: {labels[bad][:5].tolist()}; "
+                            "fix: the output embedding must cover the tokenizer, and ignored positions use -100")
+
+
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Sum over supervised rows of logsumexp(z_i) - z_i[y_i] with z = hidden @ weight.T, chunk by chunk.
+
+    forward keeps only lse [N]; backward recomputes each chunk's logits z_c [C, V] and turns them in
+    place into g (softmax(z_c) - onehot(y_c)), then grad_hidden_c = G_c W and grad_weight += G_c^T H_c.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk_size, ignore_index):
+        ctype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
+        w = weight.to(ctype)
+        N = hidden.shape[0]
+        lse = torch.empty(N, dtype=ctype, device=hidden.device)
+        row_loss = torch.empty(N, dtype=ctype, device=hidden.device)   # summed once at the end (pairwise, accurate)
+        buf = torch.empty(min(chunk_size, N), w.shape[0], dtype=ctype, device=hidden.device)
+        for s in range(0, N, chunk_size):
+            h, y = hidden[s:s + chunk_size].to(ctype), labels[s:s + chunk_size]
+            z = buf[: h.shape[0]]
+            torch.mm(h, w.T, out=z)
+            valid = y.ne(ignore_index)
+            target = z.gather(1, y.clamp(0, w.shape[0] - 1)[:, None]).squeeze(1)
+            m = z.amax(-1)
+            z.sub_(m[:, None]).exp_()                       # z now holds exp(z - max): no second [C, V] buffer
+            l = z.sum(-1).log_().add_(m)
+            lse[s:s + chunk_size] = l
+            row_loss[s:s + chunk_size] = (l - target) * valid
+        ctx.save_for_backward(hidden, weight, labels, lse)
+        ctx.chunk_size, ctx.ignore_index = chunk_size, ignore_index
+        return row_loss.sum()
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        hidden, weight, labels, lse = ctx.saved_tensors
+        cs, ign = ctx.chunk_size, ctx.ignore_index
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctype = lse.dtype
+        w = weight.to(ctype)
+        N = hidden.shape[0]
+        grad_h = torch.empty(hidden.shape, dtype=ctype, device=hidden.device) if need_h else None
+        grad_w = torch.zeros(w.shape, dtype=ctype, device=hidden.device) if need_w else None
+        buf = torch.empty(min(cs, N), w.shape[0], dtype=ctype, device=hidden.device)
+        g = grad_total.to(ctype)
+        for s in range(0, N, cs):
+            h, y = hidden[s:s + cs].to(ctype), labels[s:s + cs]
+            z = buf[: h.shape[0]]
+            torch.mm(h, w.T, out=z)                             # recompute this chunk's logits
+            z.sub_(lse[s:s + cs, None]).exp_()                  # softmax, in place
+            valid = y.ne(ign)
+            rows = valid.nonzero().squeeze(1)
+            z[rows, y[rows]] -= 1                               # softmax - onehot
+            z.mul_((valid.to(ctype) * g)[:, None])              # ignored rows get no gradient
+            if need_h:
+                torch.mm(z, w, out=grad_h[s:s + cs])
+            if need_w:
+                grad_w.addmm_(z.T, h)
+        return (None if grad_h is None else grad_h.to(hidden.dtype),
+                None if grad_w is None else grad_w.to(weight.dtype), None, None, None)
+
+
+def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None,
+                          *, ignore_index: int = IGNORE, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of the logits hidden @ weight.T without materialising them ([N, V] never exists).
+
+    hidden [N, d] (or [..., d]), weight [V, d] (the output embedding / LM head), labels [N] (or
+    [...]) int64 with -100 where nothing is learned. Returns a 0-d tensor equal, in value and in
+    gradients for hidden and weight, to F.cross_entropy(hidden @ weight.T, labels, ignore_index=-100):
+        loss = (1/n) sum_{i: y_i != -100} [logsumexp_k z_ik - z_i,y_i],   n = #supervised rows
+    ("sum" skips the 1/n, for an explicit global denominator). Rows go chunk_size at a time: the
+    forward keeps only logsumexp [N]; the backward recomputes each chunk's logits and forms
+    d loss / d z = (softmax(z) - onehot(y)) / n, so at most [chunk_size, V] floats live at once.
+    chunk_size=None: enough rows for about 2**24 logits per chunk.
+    """
+    _check_chunked_inputs(hidden, weight, labels, chunk_size, ignore_index, reduction)
+    h = hidden.reshape(-1, hidden.shape[-1])
+    y = labels.reshape(-1)
+    if chunk_size is None:
+        chunk_size = max(1, CHUNK_ELEMENTS // weight.shape[0])
+    n = int(y.ne(ignore_index).sum())
+    if reduction == "mean" and n == 0:
+        raise ContractError("batch has no supervised target tokens (all labels are -100); the mean would be 0/0. "
+                            "Fix: check the masks, or use reduction='sum' with the global denominator")
+    total = _ChunkedCrossEntropy.apply(h, weight, y, chunk_size, ignore_index)
+    return total / n if reduction == "mean" else total
+
+
+def full_logits_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                              ignore_index: int = IGNORE) -> torch.Tensor:
+    """The reference path: materialise logits = hidden @ weight.T ([N, V]) and call F.cross_entropy (token mean)."""
+    _check_chunked_inputs(hidden, weight, labels, None, ignore_index, "mean")
+    logits = hidden.reshape(-1, hidden.shape[-1]) @ weight.T
+    return F.cross_entropy(logits.float(), labels.reshape(-1), ignore_index=ignore_index)
+
+
+# ----------------------------------------------------------------------------- measuring a loss's memory
+
+
+class Measured(NamedTuple):
+    """peak_bytes: most bytes held at once beyond those held at the start; seconds: wall time;
+    cpu_seconds: process CPU time (all threads); result: what fn returned; method: how memory was read."""
+
+    peak_bytes: int
+    seconds: float
+    cpu_seconds: float
+    result: object
+    method: str
+
+
+_PROFILER_NOISE = ("USDT:", "STAGE:", "Memory block of unknown size", "profiler_start", "profiler_stop")
+
+
+class _QuietNativeStderr:
+    """Collect what native code writes on fd 2 (kineto prints 'profiler_start/stop' lines there) and
+    re-emit on sys.stderr only the lines that are not profiler chatter."""
+
+    def __enter__(self):
+        import os
+        import sys
+        import tempfile
+
+        sys.stderr.flush()
+        self._tmp = tempfile.TemporaryFile(mode="w+b")
+        try:
+            self._saved = os.dup(2)
+            os.dup2(self._tmp.fileno(), 2)
+        except OSError:   # no usable fd 2: nothing to hide
+            self._saved = None
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        import sys
+
+        if self._saved is not None:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+            self._tmp.seek(0)
+            for line in self._tmp.read().decode(errors="replace").splitlines():
+                if line.strip() and not any(n in line for n in _PROFILER_NOISE):
+                    print(line, file=sys.stderr)
+        self._tmp.close()
+        return False
+
+
+def measure_peak_memory(fn, device=None) -> Measured:
+    """Run fn() once; return the peak memory it added and its time.
+
+    CUDA: torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), minus what was
+    allocated before. CPU: torch.profiler(profile_memory=True) records every allocation and free
+    of torch's CPU allocator; the peak is the maximum of their running sum. (tracemalloc cannot
+    do this: torch tensors are not allocated through Python's allocator, so it sees ~0 bytes.)
+    """
+    import time
+
+    import labkit
+
+    dev = torch.device(device) if device is not None else labkit.device()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        before = torch.cuda.memory_allocated(dev)
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        torch.cuda.synchronize(dev)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return Measured(int(torch.cuda.max_memory_allocated(dev) - before), seconds, cpu, result, "torch.cuda.max_memory_allocated")
+    if dev.type != "cpu":
+        raise ContractError(f"measure_peak_memory supports cpu and cuda, got {dev}")
+    from torch.profiler import ProfilerActivity, profile
+
+    with _QuietNativeStderr():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            t0, c0 = time.perf_counter(), time.process_time()
+            result = fn()
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    try:
+        raw = prof.profiler.kineto_results.events()
+    except AttributeError:  # pragma: no cover - depends on the torch build
+        raise ContractError("this torch build's profiler exposes no memory events; fix: measure on a CUDA device") from None
+    events = sorted((e.start_ns(), e.nbytes()) for e in raw
+                    if e.name() == "[memory]" and e.device_type() == torch._C._autograd.DeviceType.CPU)
+    current = peak = 0
+    for _, nbytes in events:
+        current += nbytes
+        peak = max(peak, current)
+    return Measured(int(peak), seconds, cpu, result, "torch.profiler (profile_memory=True)")
+
+
+def ce_memory_benchmark(vocab_sizes=(8192, 32768, 131072), n_tokens: int = 4096, d_model: int = 256,
+                        chunk_size: int | None = None, device=None, seed: int = 0, ignore_share: float = 0.1) -> list[dict]:
+    """One training step (loss + backward) of the full-logits path and of chunked_cross_entropy, per V.
+
+    Inputs: hidden [n_tokens, d_model] ~ N(0, 1), weight [V, d_model] ~ N(0, 1/d), labels uniform
+    with ignore_share of them -100. Each path runs once under measure_peak_memory. Returns rows
+    {"V", "path" ("full" | "chunked"), "peak_bytes", "seconds", "cpu_seconds", "logits_bytes"
+    (one float32 [N, V] matrix), "loss", "method"}.
+    """
+    import labkit
+
+    dev = torch.device(device) if device is not None else labkit.device()
+    rows = []
+    for V in vocab_sizes:
+        g = torch.Generator().manual_seed(seed + V)
+        hidden = torch.randn(n_tokens, d_model, generator=g).to(dev).requires_grad_()
+        weight = (torch.randn(V, d_model, generator=g) * d_model ** -0.5).to(dev).requires_grad_()
+        labels = torch.randint(V, (n_tokens,), generator=g)
+        labels[torch.rand(n_tokens, generator=g) < ignore_share] = IGNORE
+        labels = labels.to(dev)
+        paths = {"full": lambda: full_logits_cross_entropy(hidden, weight, labels),
+                 "chunked": lambda: chunked_cross_entropy(hidden, weight, labels, chunk_size)}
+        for name, loss_fn in paths.items():
+            hidden.grad = weight.grad = None
+
+            def step():
+                loss = loss_fn()
+                loss.backward()
+                return float(loss.detach())
+
+            m = measure_peak_memory(step, dev)
+            rows.append({"V": V, "path": name, "peak_bytes": m.peak_bytes, "seconds": m.seconds,
+                         "cpu_seconds": m.cpu_seconds, "logits_bytes": n_tokens * V * 4, "loss": m.result, "method": m.method})
+        hidden.grad = weight.grad = None
+    return rows
+
+
+# ----------------------------------------------------------------------------- effective weights, ranks
+
+def effective_weights(mask: torch.Tensor, how: str = "token_mean", weights: torch.Tensor | None = None,
+                      denominator=None) -> torch.Tensor:
+    """How much each token's loss counts: d reduce(l) / d l[b,t], [B,T] (0 where mask is 0).
+
+    Every reduction is linear in the per-token losses, so this is also each token's share of the
+    gradient: token_mean gives 1/N to every target, sequence_mean gives 1/(B n_b) (short rows
+    weigh more per token), sum gives 1, batch_mean 1/B.
+    """
+    if mask.dim() != 2:
+        raise ContractError(f"effective_weights needs a [B,T] mask, got {tuple(mask.shape)}")
+    losses = torch.zeros(mask.shape, dtype=torch.float64, requires_grad=True)
+    w = weights.double() if weights is not None else None
+    reduce(losses, mask, how, weights=w, denominator=denominator).value.backward()
+    return losses.grad * mask.to(torch.float64)
+
+
+DP_MODES = ("local_mean", "global_count")
+
+
+def rank_loss(token_losses: torch.Tensor, mask: torch.Tensor, mode: str = "global_count",
+              global_count=None, world_size: int = 1) -> Reduced:
+    """The loss one data-parallel rank backpropagates, for [B,T] losses and mask of its shard.
+
+    DDP averages gradients over the R ranks, so the objective descended is (1/R) sum_r loss_r.
+    local_mean:   loss_r = S_r / n_r          -> (1/R) sum_r S_r / n_r   (mean of rank means)
+    global_count: loss_r = R S_r / N, N = sum_r n_r -> sum_r S_r / N     (the global token mean)
+    global_count needs N, all-reduced over ranks (labkit.dist.all_reduce_sum) before the loss.
+    """
+    if mode not in DP_MODES:
+        raise ContractError(f"unknown data-parallel mode {mode!r}; fix: one of {DP_MODES}")
+    if world_size < 1:
+        raise ContractError(f"world_size must be >= 1, got {world_size}")
+    if mode == "local_mean":
+        return reduce(token_losses, mask, "token_mean")
+    if global_count is None:
+        raise ContractError("global_count mode needs the target count of ALL ranks; fix: all-reduce (sum) the local "
+                            "counts first, e.g. labkit.dist.all_reduce_sum(mask.sum())")
+    summed = reduce(token_losses, mask, "sum").value
+    den = torch.as_tensor(global_count, dtype=summed.dtype, device=summed.device) / world_size
+    if float(den) <= 0:
+        raise ContractError(f"global_count must be positive, got {float(global_count)}")
+    return Reduced(summed / den, den)
+
+
+def simulate_ranks(token_losses: list, masks: list, mode: str = "global_count") -> dict:
+    """Data-parallel ranks simulated in one process: shard r has losses [B_r,T_r] and mask [B_r,T_r].
+
+    Returns {"losses": per-rank losses (what each rank backpropagates), "objective": their mean
+    (what DDP's averaged gradients descend), "counts": per-rank target counts, "global_count",
+    "sums": per-rank loss sums}. Backpropagating "objective" gives the averaged gradients.
+    """
+    if len(token_losses) != len(masks) or not token_losses:
+        raise ContractError(f"need one mask per rank, got {len(token_losses)} losses and {len(masks)} masks")
+    R = len(token_losses)
+    counts = [int(m.sum()) for m in masks]
+    N = sum(counts)
+    losses = [rank_loss(l, m, mode, global_count=N, world_size=R).value for l, m in zip(token_losses, masks)]
+    return {"losses": losses, "objective": torch.stack(losses).mean(), "counts": counts, "global_count": N,
+            "sums": [reduce(l, m, "sum").value for l, m in zip(token_losses, masks)]}
+
+
+# ----------------------------------------------------------------------------- exercise checks (notebook 06)
+
+def _micro_batches():
+    """Three micro-batches with unequal target counts (1, 5 and 11 targets) and distinct losses."""
+    g = torch.Generator().manual_seed(6)
+    shapes = [(1, 2), (2, 3), (3, 4)]
+    out = []
+    for k, (B, T) in enumerate(shapes):
+        l = torch.rand(B, T, generator=g, dtype=torch.float64) + 2.0 * k
+        m = torch.ones(B, T, dtype=torch.long)
+        m[0, -1] = 0
+        out.append((l, m))
+    return out
+
+
+def check_micro_batch_loss(fn) -> None:
+    """Grade fn(token_losses [B,T], mask [B,T], global_count) -> one micro-batch's loss: summed over
+    the micro-batches of one step it must equal the token mean of the whole batch (and so give
+    the full-batch gradient). Raises AssertionError naming the misconception."""
+    parts = _micro_batches()
+    N = sum(int(m.sum()) for _, m in parts)
+    full = sum(float((l * m).sum()) for l, m in parts) / N
+    got = 0.0
+    for l, m in parts:
+        value = fn(l.clone(), m.clone(), N)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            _fail(f"return one scalar tensor per micro-batch, got {type(value).__name__} {getattr(value, 'shape', '')}")
+        got += float(value)
+    if abs(got - full) < 1e-9:
+        return
+    means = [float((l * m).sum() / m.sum()) for l, m in parts]
+    n_seq = sum(l.shape[0] for l, _ in parts)
+    if abs(got - sum(means) / len(parts)) < 1e-9:
+        _fail(f"your losses add up to {got:.4f}, the mean of the micro-batch means; the full batch's token mean is {full:.4f}. "
+              "Did you divide by each micro-batch's own token count (and by the number of micro-batches)? "
+              "Divide every micro-batch's sum by the global count instead")
+    if abs(got - sum(means)) < 1e-9:
+        _fail("you summed the micro-batch means: each micro-batch is divided by its own count and nothing by the global "
+              "count. Divide every micro-batch's SUM by the global target count")
+    if abs(got - full * N / n_seq) < 1e-9:
+        _fail("did you divide by the number of sequences instead of the number of target tokens?")
+    if abs(got - full * N) < 1e-9:
+        _fail("your losses add up to the plain sum: divide each micro-batch's sum by global_count")
+    _fail(f"your micro-batch losses add up to {got:.4f}; the full-batch token mean is {full:.4f}")
+
+
+def check_ddp_rank_loss(fn) -> None:
+    """Grade fn(local_sum, local_count, global_count, world_size) -> the loss one rank backpropagates
+    when DDP averages gradients over ranks: the average over ranks must be the global token mean.
+    Raises AssertionError naming the misconception."""
+    for sums, counts in [([3.0, 40.0], [2, 20]), ([6.0, 1.0, 30.0], [3, 1, 12])]:
+        R, N = len(sums), sum(counts)
+        got = [float(fn(torch.tensor(s, dtype=torch.float64), c, N, R)) for s, c in zip(sums, counts)]
+        averaged, want = sum(got) / R, sum(sums) / N
+        if abs(averaged - want) < 1e-9:
+            continue
+        if abs(averaged * R - want) < 1e-9:
+            _fail("DDP divides the summed gradients by world_size: with loss = local_sum / global_count the step is R times "
+                  "too small. Multiply by world_size (or all-reduce gradients with SUM)")
+        if all(abs(g - s / c) < 1e-9 for g, s, c in zip(got, sums, counts)):
+            _fail(f"each rank returns its own token mean: a rank with {min(counts)} tokens weighs as much as one with "
+                  f"{max(counts)} (mean of rank means {averaged:.3f} vs global token mean {want:.3f}). Divide the local SUM "
+                  "by the all-reduced global count")
+        _fail(f"averaged over ranks your losses give {averaged:.4f}; the global token mean is {want:.4f}")

@@ -190,7 +190,8 @@ def test_panels_respond_in_jupyterlab(lab, browser, name):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     start = time.monotonic()
     try:
-        page.goto(f"{lab['url']}/lab/tree/notebooks/{name}?token={lab['token']}")
+        # a fresh workspace per notebook, so JupyterLab does not restore the previous test's tabs
+        page.goto(f"{lab['url']}/lab/workspaces/{stem.replace('_', '-')}/tree/notebooks/{name}?reset&token={lab['token']}")
         page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=60_000)
         try:   # JupyterLab may ask which kernel to start
@@ -225,4 +226,8 @@ def test_panels_respond_in_jupyterlab(lab, browser, name):
         assert not unchanged, f"{name}: these controls did not change their panel's output: {unchanged}"
     finally:
         (ARTIFACTS / f"{stem}.seconds").write_text(f"{time.monotonic() - start:.1f}\n")
+        try:   # free the kernel's CPU and memory before the next notebook
+            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        except Exception:  # noqa: BLE001 - the page may already be gone
+            pass
         page.close()

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROW = re.compile(r"^\|\s*(\d\d)\s*\|(.+?)\|(.+?)\|(.+?)\|\s*$")
 LINK = re.compile(r"\[`?([^`\]]+)`?\]\(notebooks/([^)]+\.ipynb)\)")
 
 
@@ -21,9 +20,9 @@ def map_rows(readme: str) -> list[dict]:
     """The README's notebook map: number, title cell, summary, status (in order)."""
     rows = []
     for line in readme.splitlines():
-        m = ROW.match(line)
-        if m:
-            number, title, summary, status = (g.strip() for g in m.groups())
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) == 4 and re.fullmatch(r"\d\d", cells[0]):
+            number, title, summary, status = cells
             link = LINK.search(title)
             rows.append({"number": number, "title": link.group(1) if link else title,
                          "file": link.group(2) if link else None, "summary": summary, "status": status})

@@ -45,6 +45,8 @@ def execute(py: Path) -> float:
         cell.metadata.pop("execution", None)
     jupytext.write(nb, ipynb)
     jupytext.write(nb, py, fmt="py:percent")  # keep the pair's header identical
+    # drop the jupytext version from the header, so an upgrade does not rewrite every .py
+    py.write_text("".join(line for line in py.read_text().splitlines(keepends=True) if "jupytext_version:" not in line))
     return seconds
 
 

@@ -50,3 +50,375 @@ def random_mask(ids: torch.Tensor, p: float, mask_id: int, special_ids: Sequence
     inputs = torch.where(chosen, torch.full_like(ids, mask_id), ids)
     labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
     return inputs, labels
+
+
+def _special_mask(ids: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor:
+    special = torch.zeros_like(ids, dtype=torch.bool)
+    for s in special_ids:
+        special |= ids.eq(int(s))
+    return special
+
+
+# ----------------------------------------------------------------------------- BERT 80/10/10 (notebook 08)
+
+def bert_mask(ids: torch.Tensor, mask_id: int, vocab_size: int, p: float = 0.15, mask_frac: float = 0.8,
+              random_frac: float = 0.1, special_ids: Sequence[int] = (), generator: torch.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's corruption: choose each non-special token with probability p; of the chosen, mask_frac
+    become mask_id, random_frac a random token, the rest stay unchanged. Every chosen token is a target.
+
+    ids [...] (any shape) -> (input_ids, labels), same shape; labels = the clean id where chosen,
+    IGNORE elsewhere. Random tokens are drawn uniformly from the non-special ids of [0, vocab_size)
+    (transformers' collator draws from the whole vocabulary); one may equal the clean token.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ContractError(f"p (the share of tokens chosen as targets) must lie in [0, 1], got {p}")
+    if mask_frac < 0 or random_frac < 0 or mask_frac + random_frac > 1 + 1e-9:
+        raise ContractError(f"mask_frac + random_frac must be a split of the chosen tokens (each >= 0, sum <= 1), got "
+                            f"{mask_frac} + {random_frac}")
+    if mask_id is None:
+        raise ContractError("mask id missing; fix: pass tokenizer.mask_id")
+    ids = torch.as_tensor(ids)
+    if ids.numel() and (int(ids.max()) >= vocab_size or int(ids.min()) < 0):
+        raise ContractError(f"ids must lie in [0, vocab_size={vocab_size}); fix: pass len(tokenizer) as vocab_size")
+    special = _special_mask(ids, special_ids)
+    chosen = (torch.rand(ids.shape, generator=generator) < p).to(ids.device) & ~special
+    u = torch.rand(ids.shape, generator=generator).to(ids.device)
+    to_mask = chosen & (u < mask_frac)
+    to_random = chosen & (u >= mask_frac) & (u < mask_frac + random_frac)
+    allowed = torch.ones(vocab_size, dtype=torch.bool)
+    allowed[[int(s) for s in special_ids if 0 <= int(s) < vocab_size]] = False
+    pool = allowed.nonzero().flatten()
+    if not len(pool):
+        raise ContractError("every id is special: there is no token to draw a random replacement from")
+    random_tokens = pool[torch.randint(len(pool), ids.shape, generator=generator)].to(ids.device)
+    inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
+    inputs = torch.where(to_random, random_tokens, inputs)
+    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
+    return inputs, labels
+
+
+def corruption_stats(clean: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, mask_id: int,
+                     special_ids: Sequence[int] = ()) -> dict:
+    """What a BERT-style corruption did, measured from its tensors (all the same shape).
+
+    chosen = labels != IGNORE. Returns shares: "chosen" (of non-special tokens), "masked" /
+    "random" / "unchanged" (of the chosen; random = neither mask_id nor the clean token),
+    "special_chosen" (count), "labels_clean" (labels equal the clean ids where chosen),
+    "unchosen_changed" (count of inputs changed outside the chosen set), "n_tokens".
+    """
+    clean, inputs, labels = (torch.as_tensor(v).cpu() for v in (clean, inputs, labels))
+    if not clean.shape == inputs.shape == labels.shape:
+        raise ContractError(f"clean, inputs and labels must share one shape, got {tuple(clean.shape)}, "
+                            f"{tuple(inputs.shape)}, {tuple(labels.shape)}")
+    special = _special_mask(clean, special_ids)
+    chosen = labels.ne(IGNORE)
+    n_chosen = max(int(chosen.sum()), 1)
+    masked = chosen & inputs.eq(mask_id)
+    same = chosen & inputs.eq(clean)
+    return {"n_tokens": clean.numel(), "chosen": float(chosen.sum()) / max(int((~special).sum()), 1),
+            "masked": float(masked.sum()) / n_chosen, "unchanged": float(same.sum()) / n_chosen,
+            "random": float((chosen & ~masked & ~same).sum()) / n_chosen,
+            "special_chosen": int((chosen & special).sum()),
+            "labels_clean": bool(labels[chosen].eq(clean[chosen]).all()),
+            "unchosen_changed": int((~chosen & inputs.ne(clean)).sum())}
+
+
+# ----------------------------------------------------------------------------- T5 span corruption (notebook 08)
+
+def sentinel_tokenizer(n: int = 16, tokenizer=None):
+    """A copy of the tokenizer (default seed_vocab()) whose n highest unused ids are renamed
+    <extra_id_0>, <extra_id_1>, ... (T5 numbers its sentinels down from the top of the vocabulary).
+    Returns (tokenizer, sentinel_ids); every other id keeps its meaning."""
+    from labkit.vocab import WordTokenizer, seed_vocab
+
+    base = tokenizer or seed_vocab()
+    free = [i for i in range(len(base) - 1, len(base.specials) - 1, -1) if base.itos[i].startswith("<unused_")]
+    if len(free) < n:
+        raise ContractError(f"the tokenizer has {len(free)} unused ids, {n} sentinels asked")
+    names = list(base.itos)
+    for k, i in enumerate(free[:n]):
+        names[i] = f"<extra_id_{k}>"
+    return WordTokenizer(names[len(base.specials):], specials=base.specials), free[:n]
+
+
+def span_noise_mask(length: int, density: float = 0.15, mean_span: float = 3.0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """T5's noise mask, bool [length]: round(length * density) noise tokens (at least 1, at most
+    length - 1) in round(min(noise, non-noise) / mean_span) spans (at least 1); span lengths are a
+    uniformly random composition; spans alternate non-noise / noise, starting with non-noise."""
+    if length < 2:
+        raise ContractError(f"span corruption needs at least 2 tokens, got {length}")
+    if not 0.0 < density < 1.0 or mean_span < 1.0:
+        raise ContractError(f"need 0 < density < 1 and mean_span >= 1, got {density}, {mean_span}")
+    n_noise = min(max(int(round(length * density)), 1), length - 1)
+    n_keep = length - n_noise
+    n_spans = max(int(round(min(n_noise, n_keep) / mean_span)), 1)
+
+    def segments(total: int) -> list[int]:
+        cuts = (torch.randperm(total - 1, generator=generator)[: n_spans - 1] + 1).sort().values.tolist()
+        edges = [0] + cuts + [total]
+        return [b - a for a, b in zip(edges[:-1], edges[1:])]
+
+    noise_lens, keep_lens = segments(n_noise), segments(n_keep)
+    mask = []
+    for k, n in zip(keep_lens, noise_lens):
+        mask += [False] * k + [True] * n
+    return torch.tensor(mask)
+
+
+def span_corrupt(ids: torch.Tensor, sentinel_ids: Sequence[int], density: float = 0.15, mean_span: float = 3.0,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """T5 span corruption. ids [L] or [B, L] -> (inputs, targets).
+
+    Each noise span (span_noise_mask) becomes ONE sentinel in the input; the targets list, span
+    by span, its sentinel then its tokens: clean "the cat sat on the mat" -> inputs "the <X0> on
+    the <X1>", targets "<X0> cat sat <X1> mat". Every row of a batch has the same lengths
+    (L - noise + spans and noise + spans). span_reconstruct inverts it.
+    """
+    ids = torch.as_tensor(ids)
+    if ids.dim() not in (1, 2):
+        raise ContractError(f"span_corrupt takes ids [L] or [B, L], got {tuple(ids.shape)}")
+    if ids.dim() == 2:
+        pairs = [span_corrupt(row, sentinel_ids, density, mean_span, generator) for row in ids]
+        return torch.stack([a for a, _ in pairs]), torch.stack([b for _, b in pairs])
+    sentinels = [int(s) for s in sentinel_ids]
+    if len(set(sentinels)) != len(sentinels):
+        raise ContractError("sentinel ids must be distinct")
+    clash = sorted(set(ids.tolist()) & set(sentinels))
+    if clash:
+        raise ContractError(f"the text already contains sentinel ids {clash[:5]}: the targets could not be read back. "
+                            "Fix: take sentinels from ids no text uses (labkit.paradigms.masked.sentinel_tokenizer)")
+    noise = span_noise_mask(len(ids), density, mean_span, generator)
+    starts = noise & ~torch.cat([torch.tensor([False]), noise[:-1]])
+    n_spans = int(starts.sum())
+    if n_spans > len(sentinels):
+        raise ContractError(f"{n_spans} noise spans but only {len(sentinels)} sentinel ids; fix: pass more sentinels")
+    inputs, targets, span = [], [], -1
+    for tok, is_noise, is_start in zip(ids.tolist(), noise.tolist(), starts.tolist()):
+        if is_start:
+            span += 1
+            inputs.append(sentinels[span])
+            targets.append(sentinels[span])
+        if is_noise:
+            targets.append(tok)
+        else:
+            inputs.append(tok)
+    return torch.tensor(inputs, dtype=torch.long), torch.tensor(targets, dtype=torch.long)
+
+
+def span_reconstruct(inputs, targets, sentinel_ids: Sequence[int]) -> torch.Tensor:
+    """Undo span_corrupt: replace each sentinel of the input by the tokens that follow the same
+    sentinel in the targets. [L_in], [L_tgt] -> [L] (or batched [B, ...] -> [B, L])."""
+    inputs, targets = torch.as_tensor(inputs), torch.as_tensor(targets)
+    if inputs.dim() == 2:
+        return torch.stack([span_reconstruct(a, b, sentinel_ids) for a, b in zip(inputs, targets)])
+    sentinels = {int(s) for s in sentinel_ids}
+    spans: dict[int, list[int]] = {}
+    current = None
+    for tok in targets.tolist():
+        if tok in sentinels:
+            current = tok
+            spans[current] = []
+        elif current is None:
+            raise ContractError("targets must start with a sentinel (sentinel, its span, next sentinel, ...)")
+        else:
+            spans[current].append(tok)
+    out: list[int] = []
+    for tok in inputs.tolist():
+        if tok in sentinels:
+            if tok not in spans:
+                raise ContractError(f"sentinel {tok} appears in the input but not in the targets")
+            out += spans[tok]
+        else:
+            out.append(tok)
+    return torch.tensor(out, dtype=torch.long)
+
+
+def delete_tokens(ids: torch.Tensor, p: float, special_ids: Sequence[int] = (),
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token deletion (BART-style): each non-special token is dropped with probability p; the
+    model reads the shorter sequence and must write the whole clean one. ids [L] -> (inputs [L'], targets [L])."""
+    ids = torch.as_tensor(ids)
+    if ids.dim() != 1:
+        raise ContractError(f"delete_tokens takes one sequence [L], got {tuple(ids.shape)}")
+    if not 0.0 <= p <= 1.0:
+        raise ContractError(f"deletion probability must lie in [0, 1], got {p}")
+    drop = (torch.rand(ids.shape, generator=generator) < p) & ~_special_mask(ids, special_ids)
+    return ids[~drop], ids.clone()
+
+
+# ----------------------------------------------------------------------------- absorbing-mask diffusion (notebook 08)
+
+DIFFUSION_WEIGHTINGS = ("token_mean", "per_sequence", "elbo")
+
+
+def diffusion_corrupt(ids: torch.Tensor, mask_id: int, t: torch.Tensor | None = None, special_ids: Sequence[int] = (),
+                      generator: torch.Generator | None = None, eps: float = 1e-3
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Absorbing-mask forward process: row b draws a noise level t_b ~ U(eps, 1) (unless t is
+    given) and each of its non-special tokens becomes mask_id with probability t_b.
+
+    ids [B,T] -> (noisy [B,T], labels [B,T] = clean where masked else IGNORE, t [B]).
+    """
+    if ids.dim() != 2:
+        raise ContractError(f"diffusion_corrupt takes ids [B,T], got {tuple(ids.shape)}")
+    if t is None:
+        t = eps + (1 - eps) * torch.rand(ids.shape[0], generator=generator)
+    t = torch.as_tensor(t, dtype=torch.float32).to(ids.device)
+    if t.shape != (ids.shape[0],) or bool((t < 0).any() | (t > 1).any()):
+        raise ContractError(f"t must be one noise level in [0, 1] per row, shape ({ids.shape[0]},), got {tuple(t.shape)}")
+    masked = (torch.rand(ids.shape, generator=generator).to(ids.device) < t[:, None]) & ~_special_mask(ids, special_ids)
+    noisy = torch.where(masked, torch.full_like(ids, mask_id), ids)
+    return noisy, torch.where(masked, ids, torch.full_like(ids, IGNORE)), t
+
+
+def diffusion_weights(masked: torch.Tensor, t: torch.Tensor, weighting: str = "elbo") -> torch.Tensor:
+    """The weight each masked token's cross-entropy gets in the loss, [B,T] (0 where not masked);
+    the loss is sum(w * ce).
+
+    token_mean: 1 / sum|M| (all masked tokens of the batch count alike, so a row weighs ~ t);
+    per_sequence: 1 / (B |M_b|) (each row weighs 1/B whatever its noise level);
+    elbo: 1 / (t_b B T), the continuous-time bound's 1/t, divided by all B*T tokens.
+    """
+    if weighting not in DIFFUSION_WEIGHTINGS:
+        raise ContractError(f"unknown weighting {weighting!r}; fix: one of {DIFFUSION_WEIGHTINGS}")
+    m = masked.bool().float()
+    B, T = m.shape
+    t = torch.as_tensor(t, dtype=torch.float32).to(m.device)
+    if weighting == "token_mean":
+        return m / m.sum().clamp_min(1.0)
+    if weighting == "per_sequence":
+        return m / (B * m.sum(-1, keepdim=True).clamp_min(1.0))
+    return m / (t[:, None].clamp_min(1e-6) * B * T)
+
+
+def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, weighting: str = "elbo") -> torch.Tensor:
+    """Masked-diffusion training loss: sum over masked tokens of w * CE, w from diffusion_weights.
+    logits [B,T,V], labels [B,T] (IGNORE where not masked), t [B]."""
+    from labkit.reduce import token_cross_entropy
+
+    masked = labels.ne(IGNORE)
+    if not bool(masked.any()):
+        raise ContractError("no masked token in the batch: nothing to learn; fix: larger t or longer rows")
+    ce = token_cross_entropy(logits, labels)
+    return (diffusion_weights(masked, t, weighting) * ce.float()).sum()
+
+
+@torch.no_grad()
+def unmask_sample(model, n: int, length: int, mask_id: int, steps: int | None = None, temperature: float = 1.0,
+                  forbid: Sequence[int] = (), generator: torch.Generator | None = None, device=None,
+                  order: str = "confidence") -> torch.Tensor:
+    """Iterative unmasking: start from `length` masks; at each of `steps` steps propose a token for
+    every masked position (sampled from softmax(z / temperature), never mask_id or a `forbid` id)
+    and commit some of them: order "confidence" keeps the proposals the model is most sure of
+    (highest probability); order "random" keeps randomly chosen masked positions (with exact
+    conditionals and steps = length, that samples the source exactly, in a random order). Each
+    step commits about length / steps tokens; committed tokens never change. Returns [n, length] ids.
+    """
+    steps = steps or length
+    if not 1 <= steps <= length:
+        raise ContractError(f"steps must lie in [1, length={length}], got {steps}")
+    if order not in ("confidence", "random"):
+        raise ContractError(f"unknown unmasking order {order!r}; fix: 'confidence' or 'random'")
+    device = device or next(model.parameters()).device
+    x = torch.full((n, length), mask_id, dtype=torch.long, device=device)
+    per_step = [length // steps + (1 if s < length % steps else 0) for s in range(steps)]
+    banned = [mask_id] + [int(f) for f in forbid]
+    for k in per_step:
+        logits = model(x).float()
+        logits[..., banned] = float("-inf")
+        probs = torch.softmax(logits / max(temperature, 1e-6), -1) if temperature > 0 else None
+        if temperature > 0:
+            flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]).cpu(), 1, generator=generator)
+            proposal = flat.view(n, length).to(device)
+            conf = probs.gather(-1, proposal[..., None])[..., 0]
+        else:
+            conf, proposal = torch.softmax(logits, -1).max(-1)
+        still = x.eq(mask_id)
+        if order == "random":
+            conf = torch.rand(conf.shape, generator=generator).to(device)
+        conf = torch.where(still, conf, torch.full_like(conf, -1.0))
+        pick = conf.topk(k, dim=-1).indices
+        x.scatter_(1, pick, proposal.gather(1, pick))
+    return x.cpu()
+
+
+# ----------------------------------------------------------------------------- exercise checks (notebook 08)
+
+def check_bert_mask(fn, vocab_size: int = 64, mask_id: int = 3, special_ids: Sequence[int] = (0, 1, 2, 3)) -> None:
+    """Grade (inputs, labels) = fn(ids, mask_id, vocab_size, special_ids, generator) on 120k tokens:
+    15% of the non-special tokens chosen, of them 80% [MASK] / 10% random / 10% unchanged (each
+    within 1.5 points), labels = clean ids exactly on the chosen, specials never chosen. Raises
+    AssertionError naming the misconception."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(len(special_ids), vocab_size, (200, 600), generator=g)
+    ids[:, 0], ids[:, -1] = special_ids[1], special_ids[2]          # <bos> ... <eos>
+    out = fn(ids.clone(), mask_id, vocab_size, tuple(special_ids), torch.Generator().manual_seed(1))
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise AssertionError("return two tensors: (input_ids, labels)")
+    inputs, labels = (torch.as_tensor(v) for v in out)
+    if inputs.shape != ids.shape or labels.shape != ids.shape:
+        raise AssertionError(f"input_ids and labels must have the shape of ids {tuple(ids.shape)}")
+    s = corruption_stats(ids, inputs, labels, mask_id, special_ids)
+    if s["chosen"] > 0.5:
+        raise AssertionError(f"{s['chosen']:.0%} of the tokens have labels: only the chosen 15% are targets, every other "
+                             "label is -100 (otherwise the model is graded on tokens it can read)")
+    if s["special_chosen"]:
+        raise AssertionError(f"{s['special_chosen']} special tokens (<bos>, <eos>, ...) were chosen: they are never corrupted "
+                             "nor targets. Fix: exclude special_ids before drawing")
+    if s["unchosen_changed"]:
+        raise AssertionError(f"{s['unchosen_changed']} tokens changed although their label is -100: either they should be "
+                             "targets, or the 80/10/10 split was applied to all tokens instead of the chosen 15%")
+    if not s["labels_clean"]:
+        raise AssertionError("some labels are not the clean token (did you take them from the corrupted input?). "
+                             "Fix: labels = the original ids at the chosen positions")
+    if abs(s["chosen"] - 0.15) > 0.015:
+        raise AssertionError(f"{s['chosen']:.3f} of the non-special tokens were chosen; expected 0.15")
+    if s["masked"] > 0.95:
+        raise AssertionError("every chosen token became [MASK]: BERT replaces 10% by a random token and keeps 10%, so "
+                             "the model cannot assume that only [MASK] positions are graded")
+    if s["masked"] < 0.05 and s["random"] < 0.05:
+        raise AssertionError("no chosen token became the mask id: 80% of the chosen tokens are shown as [MASK]")
+    for name, want in (("masked", 0.8), ("random", 0.1), ("unchanged", 0.1)):
+        if abs(s[name] - want) > 0.015:
+            raise AssertionError(f"of the chosen tokens, {s[name]:.3f} are {name}; expected {want}. Split the CHOSEN "
+                                 "tokens (one draw each): 80% -> [MASK], 10% -> random, 10% -> unchanged")
+
+
+def check_diffusion_loss(fn) -> None:
+    """Grade loss = fn(token_losses [B,T], masked bool [B,T], t [B]) against the ELBO weighting:
+    sum over masked tokens of ce / t_b, divided by all B*T tokens. Raises AssertionError naming the
+    misconception (the |M| denominator, a missing 1/t, unmasked tokens counted)."""
+    g = torch.Generator().manual_seed(0)
+    B, T = 6, 10
+    ce = torch.rand(B, T, generator=g) * 3
+    t = torch.tensor([0.05, 0.2, 0.4, 0.6, 0.8, 1.0])
+    masked = torch.rand(B, T, generator=g) < t[:, None]
+    masked[:, 0] = True
+    got = fn(ce.clone(), masked.clone(), t.clone())
+    got = float(got)
+    want = float((diffusion_weights(masked, t, "elbo") * ce).sum())
+    if abs(got - want) < 1e-5 * max(1.0, abs(want)):
+        return
+    m = masked.float()
+    candidates = {
+        "token_mean": float((diffusion_weights(masked, t, "token_mean") * ce).sum()),
+        "per_sequence": float((diffusion_weights(masked, t, "per_sequence") * ce).sum()),
+        "no_t": float((m * ce).sum() / (B * T)),
+        "all_tokens": float((ce / t[:, None]).sum() / (B * T)),
+        "masked_denominator": float((m * ce / t[:, None]).sum() / m.sum()),
+    }
+    hints = {
+        "token_mean": "you averaged over the masked tokens of the batch (sum / |M|) without 1/t: that weights a row by its "
+                      "number of masks, i.e. by t",
+        "per_sequence": "that is the |M_t|-normalised loss (each row's mean over its masked tokens); the ELBO weighting is "
+                        "1/t per masked token, divided by ALL B*T tokens",
+        "no_t": "the 1/t weight is missing: sum(ce over masked) / (B*T) undercounts low-noise rows",
+        "all_tokens": "unmasked tokens were counted: only masked positions carry a loss (their input is the clean token)",
+        "masked_denominator": "divide by all B*T tokens, not by the number of masked tokens (the 1/t already rescales each row)",
+    }
+    for name, value in candidates.items():
+        if abs(got - value) < 1e-5 * max(1.0, abs(value)):
+            raise AssertionError(hints[name])
+    raise AssertionError(f"expected {want:.5f}, got {got:.5f}: sum over masked tokens of ce / t_b, divided by B*T")

@@ -1,0 +1,315 @@
+"""Notebook 13: the chapter's smoke-test table as runnable checks, and a bug hunt graded by behaviour.
+
+`smoke_test_table()` runs every row of the table (AR LM, SFT, packed LM, masked LM, contrastive,
+distillation, preference, curriculum) on a correct and on a deliberately broken pipeline.
+The `check_*` functions grade a student's fix of a broken training pipeline by training a tiny
+model with it and measuring what the model does (next-token accuracy against the Bayes limit,
+whether it stops with <eos>, whether packed documents read each other), never by reading code.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from labkit.checks import IGNORE, ContractError
+from labkit.checks import fail_exercise as _fail
+
+# ----------------------------------------------------------------------------- small smoke checks
+
+
+def assert_no_cross_document(model, doc_a: Sequence[int], doc_a_changed: Sequence[int], doc_b: Sequence[int],
+                             block_diagonal: bool = True, tol: float = 1e-5) -> float:
+    """The packed-LM smoke test: document B's logits must not move when the document packed before
+    it changes (cross_document_sensitivity <= tol). Returns the sensitivity."""
+    from labkit.paradigms.autoregressive import cross_document_sensitivity
+
+    s = cross_document_sensitivity(model, doc_a, doc_a_changed, doc_b, block_diagonal=block_diagonal)
+    if s > tol:
+        raise ContractError(f"a later packed document reads an earlier one: its logits move by {s:.3g} when the earlier "
+                            "document changes (cross-document attention). Fix: pack(..., block_diagonal=True) with "
+                            "positions restarted per document, or pass the boundaries to the attention kernel")
+    return s
+
+
+def assert_gathered_diagonal(targets, rank: int, local_batch: int, world_size: int) -> None:
+    """The contrastive smoke test after an all-gather: local query i of `rank` must target column
+    rank * local_batch + i of the [B_local, world_size * B_local] logits (its own key).
+
+    Builds orthonormal keys, gathers them in rank order and checks that each target column holds
+    the query's own key (the diagonal pair of the global batch)."""
+    n = world_size * local_batch
+    keys = torch.eye(n)                                # every rank's keys, gathered in rank order
+    q = keys[rank * local_batch:(rank + 1) * local_batch]
+    own = (q @ keys.T).argmax(-1)                      # where the positive sits in the gathered logits
+    t = torch.as_tensor(targets).flatten().long()
+    if t.shape != own.shape:
+        raise ContractError(f"targets must have one entry per local query ({local_batch}), got {tuple(t.shape)}")
+    if not torch.equal(t, own):
+        hint = " (they index the local batch: arange(B_local))" if torch.equal(t, torch.arange(local_batch)) else ""
+        raise ContractError(f"contrastive targets {t.tolist()[:6]} on rank {rank} are not the diagonal pairs {own.tolist()[:6]} of "
+                            f"the gathered batch{hint}: queries are pushed towards another rank's examples. Fix: targets = "
+                            "rank * B_local + arange(B_local) (gathered_targets)")
+
+
+def assert_distillation_contract(teacher_tokenizer, student_tokenizer, teacher_T: float, student_T: float) -> None:
+    """The distillation smoke test: same vocabulary id by id (assert_same_event_space) and the same
+    temperature on both sides of the KL."""
+    from labkit.paradigms.distillation import assert_same_event_space
+
+    assert_same_event_space(teacher_tokenizer, student_tokenizer)
+    if float(teacher_T) != float(student_T):
+        raise ContractError(f"teacher softened with T={teacher_T}, student with T={student_T}: the student is pulled towards "
+                            "a distribution of another sharpness. Fix: one T for both (kd_loss(..., T)), scaled by T^2")
+
+
+# ----------------------------------------------------------------------------- the table
+
+def _row_results(name: str, run: Callable[[bool], object]) -> list[dict]:
+    rows = []
+    for pipeline, broken in (("correct", False), ("broken", True)):
+        try:
+            run(broken)
+            rows.append({"row": name, "pipeline": pipeline, "passed": True, "message": "ok"})
+        except (ContractError, AssertionError) as err:
+            rows.append({"row": name, "pipeline": pipeline, "passed": False, "message": str(err)})
+    return rows
+
+
+def smoke_test_table(seed: int = 0) -> list[dict]:
+    """Every row of the chapter's smoke-test table on a correct and a broken pipeline.
+
+    Returns 16 dicts (row, pipeline 'correct'/'broken', passed, message); a healthy lab has
+    passed == (pipeline == 'correct') on every row, and each broken message names bug and fix.
+    """
+    from labkit.checks import assert_golden_shift, assert_masked_targets, assert_prompt_masked
+    from labkit.models import TinyCausalLM
+    from labkit.paradigms.autoregressive import ar_example, causal_lm_loss, completion_example
+    from labkit.paradigms.masked import mask_positions
+    from labkit.paradigms.mixture import MixtureSampler, assert_mixture_proportions
+    from labkit.paradigms.preference import assert_same_prompt, chat_example
+    from labkit.paradigms.contrastive import gathered_targets
+    from labkit.vocab import WordTokenizer, seed_vocab
+
+    tok = seed_vocab()
+    record = tok.encode("<bos> the cat sat on the mat <eos>")
+
+    def ar(broken):
+        shift = "external" if broken else "internal"           # external labels + a shifting loss = double shift
+        assert_golden_shift(record, lambda r: ar_example(r, shift), lambda z, y: causal_lm_loss(z, y, shift=True), len(tok))
+
+    def sft(broken):
+        prompt, answer = tok.encode("<user> where is the cat <assistant>"), tok.encode("on the mat <eos>")
+        ex = completion_example(prompt, answer, train_on_prompt=broken)
+        assert_prompt_masked(torch.tensor(ex["labels"]), len(prompt))
+        if all(y == IGNORE for y in ex["labels"][len(prompt):]):
+            raise ContractError("the assistant's tokens have no labels; fix: label the completion")
+
+    def packed(broken):
+        torch.manual_seed(seed)
+        model = TinyCausalLM(len(tok), d_model=16, n_layers=1, n_heads=2, max_len=32).eval()
+        with torch.no_grad():
+            assert_no_cross_document(model, tok.encode("<bos> the cat sat <eos>"), tok.encode("<bos> a dog ran to the rug <eos>"),
+                                     tok.encode("<bos> the mat <eos>"), block_diagonal=not broken)
+
+    def masked(broken):
+        ex = mask_positions(record, [2, 4], tok.mask_id)
+        labels = list(record) if broken else ex["labels"]       # broken: every position graded (a copy task)
+        assert_masked_targets(ex["input_ids"], labels, record, tok.mask_id)
+
+    def contrastive(broken):
+        rank, B, R = 1, 4, 2
+        targets = torch.arange(B) if broken else gathered_targets(rank, B)
+        assert_gathered_diagonal(targets, rank, B, R)
+
+    def distillation(broken):
+        student = WordTokenizer(list(tok.itos[len(tok.specials):]) + ["extra"]) if broken else tok
+        assert_distillation_contract(tok, student, 2.0, 2.0)
+
+    def preference(broken):
+        c_ids, c_mask = chat_example(tok, "where is the cat", "on the mat")
+        r_prompt = "where is the dog" if broken else "where is the cat"   # broken: rejected rendered from another prompt
+        r_ids, r_mask = chat_example(tok, r_prompt, "the cat sat")
+        assert_same_prompt(c_ids, c_mask, r_ids, r_mask)
+
+    def curriculum(broken):
+        sizes, weights = [8000, 1500, 500], [0.5, 0.3, 0.2]
+        w = [n / sum(sizes) for n in sizes] if broken else weights     # broken: a size-proportional loader
+        src, _ = MixtureSampler(sizes, w, seed=seed).sample(5000)
+        assert_mixture_proportions(torch.bincount(src, minlength=3), weights)
+
+    table = []
+    for name, run in [("AR LM", ar), ("SFT", sft), ("packed LM", packed), ("masked LM", masked),
+                      ("contrastive", contrastive), ("distillation", distillation), ("preference", preference),
+                      ("curriculum", curriculum)]:
+        table += _row_results(name, run)
+    return table
+
+
+# ----------------------------------------------------------------------------- bug hunt: shared training
+
+def _tiny_lm(vocab_size: int, seed: int, max_len: int = 32):
+    from labkit.models import TinyCausalLM
+
+    torch.manual_seed(seed)
+    return TinyCausalLM(vocab_size, d_model=32, n_layers=2, n_heads=4, max_len=max_len)
+
+
+def _world(tokenizer=None):
+    from labkit.data import MarkovWorld
+    from labkit.vocab import seed_vocab
+
+    return MarkovWorld(tokenizer=tokenizer or seed_vocab())
+
+
+# ----------------------------------------------------------------------------- bug 1: the LM batch
+
+def train_lm_pipeline(make_batch: Callable, seed: int = 0, steps: int = 150, batch_size: int = 32, block_len: int = 25) -> dict:
+    """Train a tiny causal LM with make_batch(block [B, L] ids) -> dict(input_ids, labels), the loss
+    causal_lm_loss(shift=True) (it shifts: logit t vs label t+1). Returns next-token accuracy on
+    held-out windows (k=1), accuracy at t+2 and at t (copy), and the world's Bayes limit."""
+    from labkit.paradigms.autoregressive import causal_lm_loss, offset_accuracy
+    from labkit.train import fit
+
+    world = _world()
+    train = world.sample_windows(steps * batch_size, block_len, torch.Generator().manual_seed(seed))
+    val = world.sample_windows(256, block_len, torch.Generator().manual_seed(seed + 1000))
+    batches = []
+    for i in range(steps):
+        b = make_batch(train[i * batch_size:(i + 1) * batch_size])
+        if not isinstance(b, dict) or "input_ids" not in b or "labels" not in b:
+            _fail("make_batch must return a dict with 'input_ids' and 'labels'")
+        if b["input_ids"].shape != b["labels"].shape:
+            _fail(f"input_ids {tuple(b['input_ids'].shape)} and labels {tuple(b['labels'].shape)} must have one shape "
+                  "(the loss compares logit t with label t+1 inside the same row)")
+        batches.append(b)
+    model = _tiny_lm(world.vocab_size, seed)
+    fit(model, lambda i: batches[i], lambda m, b: causal_lm_loss(m(b["input_ids"]), b["labels"], shift=True),
+        steps=steps, lr=5e-3, progress=False, device="cpu")
+    with torch.no_grad():
+        logits = model(val)
+    return {"acc": offset_accuracy(logits, val, 1), "acc_t2": offset_accuracy(logits, val, 2),
+            "acc_copy": float(logits.argmax(-1).eq(val).float().mean()), "bayes": world.bayes_accuracy(1)}
+
+
+def check_lm_batch(make_batch: Callable, seed: int = 0, margin: float = 0.06) -> dict:
+    """Bug hunt 1: the fixed make_batch must train a model whose next-token accuracy reaches the
+    Bayes limit (within `margin`). Raises AssertionError naming the misconception; returns the numbers."""
+    r = train_lm_pipeline(make_batch, seed)
+    if r["acc"] >= r["bayes"] - margin:
+        return r
+    if r["acc_t2"] > r["acc"]:
+        _fail(f"the model predicts the token two steps ahead (accuracy at t+2 {r['acc_t2']:.2f} > next-token {r['acc']:.2f}, "
+              f"Bayes limit {r['bayes']:.2f}): double shift. The loss already shifts, so labels must be the unshifted "
+              "input ids (labels = input_ids), not x[1:]")
+    if r["acc_copy"] > 0.5:
+        _fail(f"the model copies its input (copy accuracy {r['acc_copy']:.2f}): nothing is shifted. Fix: shift exactly once")
+    _fail(f"next-token accuracy {r['acc']:.2f} stays below the Bayes limit {r['bayes']:.2f} - {margin}: "
+          "are inputs and labels the same tokens of the same block?")
+
+
+# ----------------------------------------------------------------------------- bug 2: pad == eos
+
+def train_stop_pipeline(collate: Callable, seed: int = 0, steps: int = 120, batch_size: int = 32) -> dict:
+    """Train a tiny causal LM on MarkovWorld sentences ("<bos> ... <eos>") batched by
+    collate(sentences, pad_id) -> dict(input_ids, attention_mask, labels), with pad_id == eos_id
+    (as in many checkpoints). Returns the share of greedy continuations that stop with <eos>
+    within 16 tokens, and audit()'s finding codes on the first batch."""
+    from labkit.checks import audit
+    from labkit.paradigms.autoregressive import causal_lm_loss, generate
+    from labkit.train import fit
+
+    world = _world()
+    tok = world.tokenizer
+    eos = tok.eos_id
+    sents = world.sample_sentences(steps * batch_size, torch.Generator().manual_seed(seed), max_len=16)
+    batches = []
+    for i in range(steps):
+        b = collate(sents[i * batch_size:(i + 1) * batch_size], eos)
+        if not isinstance(b, dict) or not {"input_ids", "attention_mask", "labels"} <= set(b):
+            _fail("collate must return a dict with input_ids, attention_mask and labels")
+        batches.append(b)
+    codes = sorted({f.code for f in audit(batches[0], pad_id=eos, eos_id=eos)})
+    model = _tiny_lm(len(tok), seed)
+    fit(model, lambda i: batches[i], lambda m, b: causal_lm_loss(m(b["input_ids"], attention_mask=b["attention_mask"]),
+                                                                 b["labels"], shift=True),
+        steps=steps, lr=5e-3, progress=False, device="cpu")
+    prompts = [s[:2] for s in world.sample_sentences(64, torch.Generator().manual_seed(seed + 1000), max_len=16)]
+    outs = generate(model, prompts, max_new_tokens=16, pad_id=eos, eos_id=eos)
+    return {"stop_rate": sum(eos in o for o in outs) / len(outs), "codes": codes}
+
+
+def check_pad_eos_collate(collate: Callable, seed: int = 0, min_stop: float = 0.8) -> dict:
+    """Bug hunt 2: with pad == eos the fixed collate must train a model that ends its sentences
+    (>= min_stop of greedy continuations emit <eos>) and must not supervise padding."""
+    r = train_stop_pipeline(collate, seed)
+    if "supervised_padding" in r["codes"]:
+        _fail("padding positions have labels: the model is trained to predict padding and the denominator counts it. "
+              "Fix: labels = -100 where attention_mask == 0, and keep the real <eos> as a target")
+    if r["stop_rate"] < min_stop:
+        why = (" Each real <eos> got label -100: with pad_id == eos_id, masking labels by token id also masks the end of "
+               "every sentence. Fix: mask by attention_mask (labels[attention_mask == 0] = -100), not by input_ids == pad_id"
+               if "eos_label_masked" in r["codes"] else "")
+        _fail(f"only {r['stop_rate']:.0%} of the model's continuations stop with <eos>: it never learned to stop.{why}")
+    return r
+
+
+# ----------------------------------------------------------------------------- bug 3: packed attention
+
+def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, rows: int = 16, max_len: int = 32) -> dict:
+    """Train a tiny causal LM on packed MarkovWorld sentences (labkit.batch.pack: positions restart,
+    first label of each document -100) whose [B,T,T] attention mask is attention(document_ids [B,T],
+    -1 = padding) -> bool [B,T,T] (True = may attend). Returns how far document B's logits move
+    when the document packed before it changes (0 = no leak), and the held-out next-token accuracy
+    (above the Bayes limit means the model read the future)."""
+    from labkit.batch import pack
+    from labkit.paradigms.autoregressive import causal_lm_loss
+    from labkit.train import fit
+
+    world = _world()
+    tok = world.tokenizer
+    g = torch.Generator().manual_seed(seed)
+
+    def packed(n_sent, gen):
+        b = pack([{"input_ids": s} for s in world.sample_sentences(n_sent, gen, max_len=12)], max_len=max_len)
+        mask = attention(b.document_ids)
+        if not isinstance(mask, torch.Tensor) or mask.shape != (b.input_ids.shape[0], b.input_ids.shape[1], b.input_ids.shape[1]):
+            _fail(f"attention must return a [B,T,T] bool tensor, got {getattr(mask, 'shape', type(mask))}")
+        return {"input_ids": b.input_ids, "attention_mask": mask.bool(), "position_ids": b.position_ids, "labels": b.labels}
+
+    batches = [packed(rows * 4, g) for _ in range(steps)]
+    model = _tiny_lm(len(tok), seed, max_len=max_len)
+    fit(model, lambda i: batches[i], lambda m, b: causal_lm_loss(m(b["input_ids"], attention_mask=b["attention_mask"],
+                                                                   position_ids=b["position_ids"]), b["labels"], shift=True),
+        steps=steps, lr=5e-3, progress=False, device="cpu")
+    val = packed(rows * 4, torch.Generator().manual_seed(seed + 1000))
+    with torch.no_grad():
+        logits = model(val["input_ids"], attention_mask=val["attention_mask"], position_ids=val["position_ids"])
+        if not torch.isfinite(logits).all():
+            _fail("the logits are NaN: some query may attend nothing (a padding row of the mask is all False). "
+                  "Fix: let every position attend at least itself")
+        y = val["labels"][:, 1:]
+        keep = y.ne(IGNORE)
+        acc = float(logits[:, :-1].argmax(-1)[keep].eq(y[keep]).float().mean())
+        a, a2, b_doc = (tok.encode(t) for t in ("<bos> the cat sat <eos>", "<bos> a dog ran to the rug <eos>", "<bos> the mat <eos>"))
+        outs = []
+        for first in (a, a2):
+            ids = torch.tensor([first + b_doc])
+            docs = torch.tensor([[0] * len(first) + [1] * len(b_doc)])
+            pos = torch.tensor([list(range(len(first))) + list(range(len(b_doc)))])
+            outs.append(model(ids, attention_mask=attention(docs).bool(), position_ids=pos)[0, -len(b_doc):])
+        leak = float((outs[0] - outs[1]).abs().max())
+    return {"leak": leak, "acc": acc, "bayes": world.bayes_accuracy(1)}
+
+
+def check_packed_attention(attention: Callable, seed: int = 0, tol: float = 1e-5, margin: float = 0.1) -> dict:
+    """Bug hunt 3: the fixed mask must give a trained model whose later document does not move when
+    an earlier one changes, and which does not beat the Bayes limit (it cannot read the future)."""
+    r = train_packed_pipeline(attention, seed)
+    if r["acc"] > r["bayes"] + margin:
+        _fail(f"held-out next-token accuracy {r['acc']:.2f} beats the Bayes limit {r['bayes']:.2f}: the model reads the token "
+              "it must predict. Your mask is not causal; fix: AND the same-document mask with a lower-triangular one")
+    if r["leak"] > tol:
+        _fail(f"the second document's logits move by {r['leak']:.3g} when the first document changes: packed documents "
+              "attend to each other. Fix: allow (i, j) only when document_ids[i] == document_ids[j] (and j <= i)")
+    return r

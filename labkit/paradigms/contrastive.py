@@ -1,0 +1,443 @@
+"""Contrastive learning: a batch of B matched pairs becomes a B-way classification per query.
+
+s_ij = <q_i, k_j> / tau (cosine similarities when normalised), p_ij = softmax_j(s_ij),
+L_i = -log p_{i, t_i} with target t_i = i (the matched key). d L_i / d s_ij = p_ij - 1[j = t_i]:
+every negative j is pushed away with weight p_ij, so the most similar negatives (the hardest, and
+same-meaning "false negatives") receive most of the repulsive gradient.
+
+Negatives are a choice of the pipeline: the batch (in-batch negatives), the keys gathered from
+every data-parallel rank, minus the keys known to share the query's meaning (false_negative_mask).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from labkit.checks import ContractError
+
+GATHER_DESIGNS = ("with_grad", "no_grad", "local")
+
+
+def _check_pair(q: torch.Tensor, k: torch.Tensor) -> None:
+    if q.dim() != 2 or k.dim() != 2:
+        raise ContractError(f"q and k must be [B,D] and [N,D] embeddings, got {tuple(q.shape)} and {tuple(k.shape)}; "
+                            "fix: flatten the batch dimensions")
+    if q.shape[1] != k.shape[1]:
+        raise ContractError(f"q has dimension {q.shape[1]} but k has {k.shape[1]}: the two towers must project to one "
+                            "shared embedding space")
+
+
+def _check_temperature(temperature) -> float:
+    t = float(temperature)
+    if not t > 0:
+        raise ContractError(f"temperature must be > 0, got {t}; fix: tau around 0.05-0.5 (CLIP learns 1/tau, clamped to <= 100)")
+    return t
+
+
+def similarity_logits(q: torch.Tensor, k: torch.Tensor, temperature: float, normalize: bool = True) -> torch.Tensor:
+    """q [B,D], k [N,D] -> s [B,N], s_ij = <q_i, k_j> / tau (cosines / tau when normalize)."""
+    _check_pair(q, k)
+    t = _check_temperature(temperature)
+    if normalize:
+        q, k = F.normalize(q.float(), dim=-1), F.normalize(k.float(), dim=-1)
+    return q.float() @ k.float().T / t
+
+
+def default_targets(B: int, N: int, device=None) -> torch.Tensor:
+    """The matched key of query i is key i: arange(B) (needs N >= B)."""
+    if N < B:
+        raise ContractError(f"{B} queries but only {N} keys: the diagonal target arange(B) needs N >= B; pass targets=")
+    return torch.arange(B, device=device)
+
+
+def _mask_logits(logits: torch.Tensor, targets: torch.Tensor, false_negative_mask: torch.Tensor | None) -> torch.Tensor:
+    if false_negative_mask is None:
+        return logits
+    m = torch.as_tensor(false_negative_mask, device=logits.device)
+    if m.shape != logits.shape:
+        raise ContractError(f"false_negative_mask must be [B,N]={tuple(logits.shape)} like the logits, got {tuple(m.shape)}")
+    if m.dtype != torch.bool:
+        raise ContractError(f"false_negative_mask must be bool (True = drop this key from query i's negatives), got {m.dtype}")
+    if m.gather(1, targets[:, None]).any():
+        rows = m.gather(1, targets[:, None]).flatten().nonzero().flatten().tolist()
+        raise ContractError(f"false_negative_mask removes the positive key of queries {rows[:5]}: the loss would have no "
+                            "target. Fix: mask same-meaning keys except the matched one (same_class_mask excludes it)")
+    return logits.masked_fill(m, float("-inf"))
+
+
+def info_nce_from_logits(logits: torch.Tensor, targets: torch.Tensor | None = None,
+                         false_negative_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over queries of -log softmax(s_i)[t_i]: cross-entropy over the rows of s [B,N].
+
+    false_negative_mask [B,N] bool: those keys leave the softmax of query i (logit -> -inf).
+    """
+    if logits.dim() != 2:
+        raise ContractError(f"logits must be a [B,N] similarity matrix, got {tuple(logits.shape)}")
+    B, N = logits.shape
+    targets = default_targets(B, N, logits.device) if targets is None else torch.as_tensor(targets, device=logits.device)
+    if targets.shape != (B,) or targets.dtype != torch.long:
+        raise ContractError(f"targets must be int64 [B]={B} (the column of each query's positive), got {targets.dtype} {tuple(targets.shape)}")
+    if int(targets.min()) < 0 or int(targets.max()) >= N:
+        raise ContractError(f"targets must lie in [0, N={N}); got {targets.min().item()}..{targets.max().item()}. Fix: with keys "
+                            "gathered from R ranks the target of local query i is rank * B_local + i")
+    return F.cross_entropy(_mask_logits(logits, targets, false_negative_mask), targets)
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float, symmetric: bool = False,
+             false_negative_mask: torch.Tensor | None = None, targets: torch.Tensor | None = None,
+             normalize: bool = True) -> torch.Tensor:
+    """InfoNCE: q [B,D] queries, k [N,D] keys, query i's positive is key targets[i] (default i).
+
+    L = mean_i -log( exp(s_{i,t_i}) / sum_j exp(s_ij) ),  s = similarity_logits(q, k, tau).
+    symmetric=True (CLIP): (L(q->k) + L(k->q)) / 2, the second over the columns of s (needs N == B
+    and the diagonal targets). false_negative_mask [B,N] bool removes same-meaning keys from each
+    query's negatives (the transposed mask is used for the k->q direction).
+    """
+    logits = similarity_logits(q, k, temperature, normalize)
+    B, N = logits.shape
+    if not symmetric:
+        return info_nce_from_logits(logits, targets, false_negative_mask)
+    if N != B or (targets is not None and not torch.equal(torch.as_tensor(targets).cpu(), torch.arange(B))):
+        raise ContractError("symmetric=True needs B matched pairs (N == B, targets = arange(B)); with gathered keys use "
+                            "gathered_info_nce, which gathers both towers")
+    mask_t = None if false_negative_mask is None else torch.as_tensor(false_negative_mask).T
+    return 0.5 * (info_nce_from_logits(logits, None, false_negative_mask) + info_nce_from_logits(logits.T, None, mask_t))
+
+
+def same_class_mask(labels_q: torch.Tensor, labels_k: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> torch.Tensor:
+    """The false negatives of each query: [B,N] bool, True where key j shares query i's label and is
+    not its matched key (labels_q [B], labels_k [N], default labels_q; targets default arange(B))."""
+    labels_q = torch.as_tensor(labels_q)
+    labels_k = labels_q if labels_k is None else torch.as_tensor(labels_k)
+    if labels_q.dim() != 1 or labels_k.dim() != 1:
+        raise ContractError(f"labels must be 1-D, got {tuple(labels_q.shape)} and {tuple(labels_k.shape)}")
+    B, N = len(labels_q), len(labels_k)
+    labels_k = labels_k.to(labels_q.device)
+    targets = default_targets(B, N, labels_q.device) if targets is None else torch.as_tensor(targets, device=labels_q.device)
+    same = labels_q[:, None].eq(labels_k[None, :])
+    same[torch.arange(B, device=same.device), targets] = False
+    return same
+
+
+def supcon_loss(q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, temperature: float, symmetric: bool = False,
+                labels_k: torch.Tensor | None = None, normalize: bool = True) -> torch.Tensor:
+    """SupCon-style positives across two towers: every key with query i's label is a positive.
+
+    L_i = -(1/|P(i)|) sum_{j in P(i)} log p_ij, p_ij = softmax over ALL keys (the 'L_out' form of
+    Khosla et al.: positives are averaged outside the log, same-class keys stay in the denominator).
+    P(i) = {j : labels_k[j] == labels[i]}, which includes the matched key. Mean over queries;
+    symmetric=True averages with the k->q direction.
+    """
+    labels = torch.as_tensor(labels, device=q.device)
+    labels_k = labels if labels_k is None else torch.as_tensor(labels_k, device=q.device)
+    logits = similarity_logits(q, k, temperature, normalize)
+    if labels.shape != (logits.shape[0],) or labels_k.shape != (logits.shape[1],):
+        raise ContractError(f"labels must be [B]={logits.shape[0]} and labels_k [N]={logits.shape[1]}")
+
+    def one_way(s, yq, yk):
+        pos = yq[:, None].eq(yk[None, :]).to(s.dtype)
+        if (pos.sum(1) == 0).any():
+            raise ContractError("a query has no positive key (no key with its label); fix: include its matched key")
+        return -((pos * s.log_softmax(-1)).sum(1) / pos.sum(1)).mean()
+
+    if not symmetric:
+        return one_way(logits, labels, labels_k)
+    return 0.5 * (one_way(logits, labels, labels_k) + one_way(logits.T, labels_k, labels))
+
+
+# ----------------------------------------------------------------------------- gradients
+
+def contrastive_probs(logits: torch.Tensor, false_negative_mask: torch.Tensor | None = None,
+                      targets: torch.Tensor | None = None) -> torch.Tensor:
+    """p [B,N] = softmax over each row of s, masked keys get p = 0."""
+    B, N = logits.shape
+    targets = default_targets(B, N, logits.device) if targets is None else targets
+    return _mask_logits(logits.detach().float(), targets, false_negative_mask).softmax(-1)
+
+
+def logit_gradient(logits: torch.Tensor, targets: torch.Tensor | None = None,
+                   false_negative_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The analytic d(mean_i L_i)/d s_ij = (p_ij - 1[j = t_i]) / B, [B,N]."""
+    B, N = logits.shape
+    targets = default_targets(B, N, logits.device) if targets is None else targets
+    p = contrastive_probs(logits, false_negative_mask, targets)
+    return (p - F.one_hot(targets, N).to(p.dtype)) / B
+
+
+def repulsive_share(logits: torch.Tensor, same_meaning: torch.Tensor, targets: torch.Tensor | None = None,
+                    false_negative_mask: torch.Tensor | None = None) -> float:
+    """Share of the repulsive gradient that lands on same-meaning keys.
+
+    The repulsive terms are the p_ij of the negatives (j != t_i); this returns
+    sum_{i, j != t_i, same[i,j]} p_ij / sum_{i, j != t_i} p_ij. same_meaning [B,N] bool (e.g.
+    same_class_mask(labels)). A false-negative mask sets those p_ij to 0, so the share drops to 0.
+    """
+    B, N = logits.shape
+    targets = default_targets(B, N, logits.device) if targets is None else targets
+    p = contrastive_probs(logits, false_negative_mask, targets)
+    neg = torch.ones_like(p, dtype=torch.bool)
+    neg[torch.arange(B, device=p.device), targets] = False
+    total = p[neg].sum()
+    return float(p[neg & same_meaning.to(p.device)].sum() / total) if float(total) > 0 else 0.0
+
+
+def hard_negative_share(logits_row: torch.Tensor, positive: int, k: int = 3) -> float:
+    """For one query's row of logits [N]: the share of its repulsive gradient (sum of p_j over
+    negatives) that lands on its k most similar negatives."""
+    p = logits_row.detach().float().softmax(-1)
+    neg = torch.ones_like(p, dtype=torch.bool)
+    neg[positive] = False
+    pn = p[neg]
+    return float(pn.topk(min(k, len(pn))).values.sum() / pn.sum())
+
+
+# ----------------------------------------------------------------------------- retrieval metrics
+
+@torch.no_grad()
+def class_retrieval_accuracy(q: torch.Tensor, labels_q: torch.Tensor, gallery: torch.Tensor, labels_gallery: torch.Tensor,
+                             per_class: bool = False):
+    """Top-1 retrieval judged by meaning: query i is right when its most similar gallery item has
+    its class. Returns the accuracy (float), or {class: accuracy} with per_class=True."""
+    s = F.normalize(q.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T
+    hit = torch.as_tensor(labels_gallery, device=s.device)[s.argmax(-1)].eq(torch.as_tensor(labels_q, device=s.device))
+    if not per_class:
+        return float(hit.float().mean())
+    labels_q = torch.as_tensor(labels_q, device=s.device)
+    return {int(c): float(hit[labels_q == c].float().mean()) for c in labels_q.unique().tolist()}
+
+
+@torch.no_grad()
+def mean_cosine(x: torch.Tensor, groups: torch.Tensor, same: bool = True) -> float:
+    """Mean cosine similarity between distinct rows of x [N,D] in the same group (same=True) or in
+    different groups (same=False); groups [N]."""
+    x = F.normalize(x.float(), dim=-1)
+    s = x @ x.T
+    g = torch.as_tensor(groups, device=s.device)
+    pick = g[:, None].eq(g[None, :]) if same else g[:, None].ne(g[None, :])
+    pick &= ~torch.eye(len(x), dtype=torch.bool, device=s.device)
+    if not pick.any():
+        raise ContractError("no pair of rows to compare; fix: at least two items per group")
+    return float(s[pick].mean())
+
+
+# ----------------------------------------------------------------------------- training a dual encoder
+
+CONTRASTIVE_VARIANTS = ("plain", "masked", "supcon")
+
+
+def pair_batches(images: torch.Tensor, captions: torch.Tensor, labels: torch.Tensor, batch_size: int, steps: int,
+                 generator: torch.Generator | None = None, classes_per_batch: int | None = None) -> list[tuple]:
+    """`steps` random batches of (images [B,...], captions [B,L], labels [B]) drawn without
+    replacement within a batch. classes_per_batch=c draws each batch from c random classes only,
+    which raises the number of same-class pairs (false negatives) per batch."""
+    labels = torch.as_tensor(labels)
+    if not len(images) == len(captions) == len(labels):
+        raise ContractError(f"{len(images)} images, {len(captions)} captions and {len(labels)} labels: one per pair")
+    classes = labels.unique()
+    out = []
+    for _ in range(steps):
+        if classes_per_batch is None:
+            pool = torch.arange(len(labels))
+        else:
+            if not 1 <= classes_per_batch <= len(classes):
+                raise ContractError(f"classes_per_batch must lie in [1, {len(classes)}], got {classes_per_batch}")
+            chosen = classes[torch.randperm(len(classes), generator=generator)[:classes_per_batch]]
+            pool = torch.isin(labels, chosen).nonzero().flatten()
+        if len(pool) < batch_size:
+            raise ContractError(f"only {len(pool)} pairs to draw a batch of {batch_size} from")
+        idx = pool[torch.randperm(len(pool), generator=generator)[:batch_size]]
+        out.append((images[idx], captions[idx], labels[idx]))
+    return out
+
+
+def contrastive_objective(variant: str, temperature: float, symmetric: bool = True) -> Callable:
+    """loss_fn(model, (images, captions, labels)) for labkit.train.fit:
+    plain  = info_nce (same-class pairs are negatives);
+    masked = info_nce with false_negative_mask = same_class_mask(labels);
+    supcon = supcon_loss (same-class keys are positives)."""
+    if variant not in CONTRASTIVE_VARIANTS:
+        raise ContractError(f"unknown variant {variant!r}; fix: one of {CONTRASTIVE_VARIANTS}")
+    _check_temperature(temperature)
+
+    def loss_fn(model, batch):
+        images, captions, labels = batch
+        zi, zt = model(images, captions)
+        if variant == "plain":
+            return info_nce(zi, zt, temperature, symmetric=symmetric)
+        if variant == "masked":
+            return info_nce(zi, zt, temperature, symmetric=symmetric, false_negative_mask=same_class_mask(labels))
+        return supcon_loss(zi, zt, labels, temperature, symmetric=symmetric)
+    return loss_fn
+
+
+@torch.no_grad()
+def evaluate_dual_encoder(model, images: torch.Tensor, labels: torch.Tensor, gallery_ids: torch.Tensor,
+                          gallery_labels: torch.Tensor) -> dict:
+    """Meaning-level metrics of a dual encoder on held-out images and a caption gallery.
+
+    acc: image -> caption top-1 retrieval judged by class; acc_by_class: the same per digit;
+    paraphrase_sim / other_caption_sim: mean cosine between gallery captions of the same / of
+    different classes; image_same_sim / image_diff_sim: the same for the images.
+    """
+    dev = next(model.parameters()).device
+    zi = model.encode_image(images.to(dev))
+    zg = model.encode_text(gallery_ids.to(dev))
+    labels, gallery_labels = labels.to(dev), gallery_labels.to(dev)
+    return {"acc": class_retrieval_accuracy(zi, labels, zg, gallery_labels),
+            "acc_by_class": class_retrieval_accuracy(zi, labels, zg, gallery_labels, per_class=True),
+            "paraphrase_sim": mean_cosine(zg, gallery_labels, same=True),
+            "other_caption_sim": mean_cosine(zg, gallery_labels, same=False),
+            "image_same_sim": mean_cosine(zi, labels, same=True),
+            "image_diff_sim": mean_cosine(zi, labels, same=False)}
+
+
+@torch.no_grad()
+def batch_repulsive_share(model, batches: list, temperature: float, masked: bool = False) -> float:
+    """Mean over batches of repulsive_share (image -> caption rows): the share of plain InfoNCE's
+    push that lands on same-class pairs; masked=True applies the false-negative mask (share 0)."""
+    dev = next(model.parameters()).device
+    shares = []
+    for images, captions, labels in batches:
+        zi, zt = model(images.to(dev), captions.to(dev))
+        same = same_class_mask(labels.to(dev))
+        shares.append(repulsive_share(similarity_logits(zi, zt, temperature), same,
+                                      false_negative_mask=same if masked else None))
+    return sum(shares) / len(shares)
+
+
+# ----------------------------------------------------------------------------- negatives across ranks
+
+def gathered_targets(rank: int, local_batch: int, device=None) -> torch.Tensor:
+    """Targets of the local queries in [B_local, R*B_local] logits: rank * B_local + arange(B_local)."""
+    return rank * local_batch + torch.arange(local_batch, device=device)
+
+
+def gathered_info_nce(q_local: torch.Tensor, k_local: torch.Tensor, temperature: float, gather: str = "with_grad",
+                      symmetric: bool = False, normalize: bool = True) -> torch.Tensor:
+    """InfoNCE of this rank's B_local queries against the keys of every rank (inside a process group).
+
+    logits [B_local, R*B_local], targets rank*B_local + arange(B_local). gather:
+      with_grad: keys gathered differentiably: the loss's gradient reaches every rank's key tower;
+      no_grad:   other ranks' keys are constants (only this rank's own rows keep their gradient);
+      local:     no gather: [B_local, B_local] logits, in-batch negatives of this rank only.
+    symmetric=True also gathers the queries and adds the k->q direction.
+    """
+    import torch.distributed as dist
+
+    from labkit.dist import all_gather_no_grad, all_gather_with_grad
+
+    if gather not in GATHER_DESIGNS:
+        raise ContractError(f"unknown gather design {gather!r}; fix: one of {GATHER_DESIGNS}")
+    if gather == "local":
+        return info_nce(q_local, k_local, temperature, symmetric=symmetric, normalize=normalize)
+    if not dist.is_initialized():
+        raise ContractError("gathered_info_nce runs inside a process group; fix: call it from a rank function started "
+                            "by labkit.dist.run_ranks")
+    collect: Callable = all_gather_with_grad if gather == "with_grad" else all_gather_no_grad
+    B = q_local.shape[0]
+    targets = gathered_targets(dist.get_rank(), B, q_local.device)
+    loss = info_nce(q_local, collect(k_local), temperature, targets=targets, normalize=normalize)
+    if symmetric:
+        loss = 0.5 * (loss + info_nce(k_local, collect(q_local), temperature, targets=targets, normalize=normalize))
+    return loss
+
+
+def dual_encoder_grads(model, images: torch.Tensor, captions: torch.Tensor, temperature: float, symmetric: bool = True):
+    """Single-process reference: full-batch info_nce on the whole batch -> (loss, {param: grad})."""
+    model.zero_grad(set_to_none=True)
+    zi, zt = model(images, captions)
+    loss = info_nce(zi, zt, temperature, symmetric=symmetric)
+    loss.backward()
+    return float(loss.detach()), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def gathered_negatives_rank(rank: int, world_size: int, model, images: torch.Tensor, captions: torch.Tensor,
+                            temperature: float, symmetric: bool = True) -> dict:
+    """Rank function for labkit.dist.run_ranks: compare each gather design with the full batch.
+
+    Every rank first computes the single-process reference (info_nce on the whole batch, its
+    parameter gradients). Then, for each design in GATHER_DESIGNS, it takes its slice of the batch,
+    computes gathered_info_nce, averages the parameter gradients over ranks like
+    DistributedDataParallel (all-reduce sum / R) and compares them with the reference. Returns
+    {"full_loss": float, design: {"loss_mean": loss averaged over ranks, "max_abs", "max_rel"}}
+    (numbers only: results travel back through a pipe).
+    """
+    from labkit.dist import all_reduce_sum
+
+    full_loss, reference = dual_encoder_grads(model, images, captions, temperature, symmetric)
+    B = images.shape[0] // world_size
+    rows = slice(rank * B, (rank + 1) * B)
+    out: dict = {"full_loss": full_loss}
+    for design in GATHER_DESIGNS:
+        model.zero_grad(set_to_none=True)
+        zi, zt = model(images[rows], captions[rows])
+        loss = gathered_info_nce(zi, zt, temperature, gather=design, symmetric=symmetric)
+        loss.backward()
+        grads = {n: all_reduce_sum(p.grad) / world_size for n, p in model.named_parameters()}
+        out[design] = {"loss_mean": float(all_reduce_sum(loss.detach())) / world_size, **compare_grads(grads, reference)}
+    return out
+
+
+def compare_grads(a: dict, b: dict) -> dict:
+    """Max absolute and relative difference between two {name: grad} dicts (relative to b's max)."""
+    diff = max(float((a[n] - b[n]).abs().max()) for n in b)
+    scale = max(float(b[n].abs().max()) for n in b)
+    return {"max_abs": diff, "max_rel": diff / scale if scale > 0 else diff}
+
+
+# ----------------------------------------------------------------------------- exercise checks
+
+def check_info_nce(fn: Callable, seed: int = 0) -> None:
+    """Grade a student's fn(q, k, tau) -> scalar InfoNCE (q->k, diagonal targets, cosine
+    similarities, mean over queries). Raises AssertionError naming the likely misconception."""
+    g = torch.Generator().manual_seed(seed)
+    B, D, tau = 6, 5, 0.2
+    q, k = torch.randn(B, D, generator=g), torch.randn(B, D, generator=g)
+    got = fn(q.clone(), k.clone(), tau)
+    if not isinstance(got, torch.Tensor) or got.dim() != 0:
+        raise AssertionError(f"return one scalar tensor (the mean over queries), got {type(got).__name__} "
+                             f"{tuple(getattr(got, 'shape', ()))}")
+    got = float(got.detach())
+    want = float(info_nce(q, k, tau))
+    if abs(got - want) < 1e-4:
+        return
+    s = similarity_logits(q, k, tau)
+    tgt = torch.arange(B)
+    wrong = {
+        "you forgot to divide the similarities by the temperature tau": float(F.cross_entropy(s * tau, tgt)),
+        "you used raw dot products: normalise q and k first (cosine similarity)": float(F.cross_entropy(q @ k.T / tau, tgt)),
+        "you summed over queries instead of averaging": float(F.cross_entropy(s, tgt, reduction="sum")),
+        "the softmax ran over the queries (columns): for q->k each ROW i is a B-way classification": float(F.cross_entropy(s.T, tgt)),
+        "the target of query i is key i (the diagonal), not class 0": float(F.cross_entropy(s, torch.zeros_like(tgt))),
+        "you multiplied by tau instead of dividing": float(F.cross_entropy(s * tau * tau, tgt)),
+        "you returned the symmetric (CLIP) loss; this exercise asks for q->k only": float(info_nce(q, k, tau, symmetric=True)),
+        "the positive must stay in the denominator (InfoNCE is a softmax over all B keys)": float(
+            -(s.diagonal() - s.masked_fill(torch.eye(B, dtype=torch.bool), float("-inf")).logsumexp(-1)).mean()),
+    }
+    for why, value in wrong.items():
+        if abs(got - value) < 1e-4:
+            raise AssertionError(f"InfoNCE is {want:.4f} here, you returned {got:.4f}: {why}")
+    raise AssertionError(f"InfoNCE is {want:.4f} here, you returned {got:.4f}. Recipe: s = normalize(q) @ normalize(k).T / tau, "
+                         "then cross-entropy of each row with target arange(B), averaged over queries")
+
+
+def check_false_negative_mask(fn: Callable, labels=None) -> None:
+    """Grade a student's fn(labels [B]) -> [B,B] bool false-negative mask for in-batch pairs
+    (True where key j has query i's label and j != i)."""
+    labels = torch.tensor([3, 1, 3, 0, 1, 3, 2, 0]) if labels is None else torch.as_tensor(labels)
+    got = fn(labels.clone())
+    want = same_class_mask(labels)
+    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+        raise AssertionError(f"return a [B,B] tensor, got {tuple(getattr(got, 'shape', ()))}")
+    if got.dtype != torch.bool:
+        raise AssertionError(f"return a bool mask (True = drop this key), got {got.dtype}; fix: compare with == or .eq()")
+    if torch.equal(got, want):
+        return
+    if got.diagonal().any():
+        raise AssertionError("your mask includes the diagonal: that removes each query's own positive and the loss has no "
+                             "target. Fix: same label AND j != i")
+    if torch.equal(got, ~want & ~torch.eye(len(labels), dtype=torch.bool)):
+        raise AssertionError("your mask marks the DIFFERENT-label keys: those are the true negatives to keep; mask same-label keys")
+    raise AssertionError(f"the false negatives of query i are the other keys with label labels[i]; expected\n{want.int()}\ngot\n{got.int()}")

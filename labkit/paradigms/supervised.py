@@ -1,0 +1,440 @@
+"""Supervised targets: single-label CE, multi-label BCE, soft (annotator) targets, label smoothing, weights.
+
+The loss formula is one line; the target decides the task. Softmax CE assumes the classes exclude
+each other (one probability simplex); independent BCE assumes each label is its own Bernoulli
+event; a soft target q asks the model to reproduce a distribution, CE(q, p) = H(q) + KL(q || p).
+Every function checks that its target has the meaning it assumes and raises a ContractError
+that names the right objective when it does not.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from labkit import IGNORE
+from labkit.checks import ContractError
+from labkit.checks import fail_exercise as _fail
+from labkit.reduce import Reduced, reduce
+
+__all__ = ["single_label_ce", "soft_target_ce", "multilabel_bce", "normalise_multi_hot", "smoothed_targets",
+           "ce_decomposition", "class_balanced_weights", "weighted_ce", "risk_shares", "vote_distribution",
+           "majority_vote", "reliability", "expected_calibration_error", "f1_per_label", "ce_logit_grad",
+           "check_ce_grad", "check_chunked_logsumexp", "check_multilabel_loss", "check_class_weighted_ce"]
+
+
+# ----------------------------------------------------------------------------- target contracts
+
+def _logits_2d(logits: torch.Tensor) -> None:
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or not logits.is_floating_point():
+        raise ContractError(f"logits must be a float tensor [N, K], got {getattr(logits, 'shape', type(logits).__name__)}")
+
+
+def _is_multi_hot(t: torch.Tensor) -> bool:
+    return bool(((t == 0) | (t == 1)).all()) and bool((t.sum(-1) > 1).any())
+
+
+def single_label_ce(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean",
+                    ignore_index: int = IGNORE) -> torch.Tensor:
+    """Softmax cross-entropy for mutually exclusive classes: logits [N, K], labels [N] int64 class ids.
+
+    l_i = -log softmax(z_i)[y_i]; "mean" divides by the number of supervised rows (labels != -100),
+    "sum" does not, "none" returns [N] (0 on ignored rows). Multi-hot or soft targets are refused
+    with the objective that fits them.
+    """
+    _logits_2d(logits)
+    if reduction not in ("mean", "sum", "none"):
+        raise ContractError(f"unknown reduction {reduction!r}; fix: 'mean', 'sum' or 'none'")
+    if labels.is_floating_point() and labels.shape == logits.shape:
+        if _is_multi_hot(labels):
+            raise ContractError("single-label CE got a multi-hot target (rows with several 1s). Softmax puts all labels on ONE "
+                                "probability simplex, so co-occurring labels must share mass (two present labels -> 0.5 each) "
+                                "and raising one lowers the other. Fix: for labels that can be present together use "
+                                "multilabel_bce (independent sigmoids); for mutually exclusive classes pass class ids [N]")
+        raise ContractError("single-label CE takes class ids [N]; this target is a distribution per row. "
+                            "Fix: soft_target_ce(logits, q) for soft (e.g. annotator-vote) targets")
+    if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
+        raise ContractError(f"labels must be [N] = [{logits.shape[0]}] class ids, got {tuple(labels.shape)}")
+    if labels.dtype != torch.long:
+        raise ContractError(f"labels must be int64 class ids, got {labels.dtype}")
+    K = logits.shape[1]
+    bad = labels.ne(ignore_index) & (labels.lt(0) | labels.ge(K))
+    if bad.any():
+        raise ContractError(f"labels hold ids outside [0, {K}) that are not {ignore_index}: {labels[bad][:5].tolist()}")
+    if reduction == "mean" and not labels.ne(ignore_index).any():
+        raise ContractError("no supervised row (all labels are -100): the mean would be 0/0")
+    return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction=reduction)
+
+
+def _check_distribution(q: torch.Tensor, logits: torch.Tensor, what: str = "soft target") -> None:
+    if q.shape != logits.shape or not q.is_floating_point():
+        raise ContractError(f"a {what} must be a float [N, K] = {tuple(logits.shape)} tensor, got {q.dtype} {tuple(q.shape)}; "
+                            "fix: class ids go to single_label_ce")
+    if (q < 0).any():
+        raise ContractError(f"a {what} must be non-negative")
+    sums = q.sum(-1)
+    if ((sums - 1).abs() > 1e-4).any():
+        if _is_multi_hot(q):
+            raise ContractError(f"this {what} is multi-hot (rows sum to {float(sums.max()):.0f}), not a distribution. Fix: for "
+                                "labels that co-occur use multilabel_bce; if you really want softmax over them, "
+                                "normalise_multi_hot (each present label then gets 1/#labels)")
+        raise ContractError(f"each {what} row must sum to 1 (a distribution over the K classes); got sums in "
+                            f"[{float(sums.min()):.3f}, {float(sums.max()):.3f}]; fix: divide the vote counts by the number of votes")
+
+
+def soft_target_ce(logits: torch.Tensor, q: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """CE with a distribution target: l_i = -sum_k q_ik log softmax(z_i)_k = H(q_i) + KL(q_i || p_i).
+
+    logits [N, K], q [N, K] rows summing to 1 (one-hot rows give single-label CE). "mean" over
+    rows, "sum", or "none" [N]. Its minimiser is p = q: the model learns the target distribution.
+    """
+    _logits_2d(logits)
+    _check_distribution(q, logits)
+    per = -(q * F.log_softmax(logits, -1)).sum(-1)
+    return {"mean": per.mean, "sum": per.sum, "none": lambda: per}[_reduction(reduction)]()
+
+
+def _reduction(r: str) -> str:
+    if r not in ("mean", "sum", "none"):
+        raise ContractError(f"unknown reduction {r!r}; fix: 'mean', 'sum' or 'none'")
+    return r
+
+
+def multilabel_bce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean",
+                   pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Independent Bernoulli per label: l_i = -sum_k [y_ik log s(z_ik) + (1 - y_ik) log(1 - s(z_ik))].
+
+    logits [N, K], targets [N, K] in [0, 1] (multi-hot). Per item the K label losses are SUMMED
+    (each label is its own event); "mean" averages the items, "sum" adds them, "none" gives [N].
+    pos_weight [K] multiplies the positive term (rare labels).
+    """
+    _logits_2d(logits)
+    if not targets.is_floating_point():
+        if targets.dim() == 1:
+            raise ContractError("multilabel_bce needs a multi-hot target [N, K]; got class ids [N]. For mutually exclusive "
+                                "classes use single_label_ce (softmax keeps the probabilities on one simplex); for "
+                                "multi-label data build the multi-hot matrix")
+        targets = targets.float()
+    if targets.shape != logits.shape:
+        raise ContractError(f"targets {tuple(targets.shape)} must match logits {tuple(logits.shape)}: one 0/1 entry per label")
+    if (targets < 0).any() or (targets > 1).any():
+        raise ContractError("BCE targets must lie in [0, 1] (1 = label present)")
+    per = F.binary_cross_entropy_with_logits(logits, targets, reduction="none", pos_weight=pos_weight).sum(-1)
+    return {"mean": per.mean, "sum": per.sum, "none": lambda: per}[_reduction(reduction)]()
+
+
+def normalise_multi_hot(y: torch.Tensor) -> torch.Tensor:
+    """Multi-hot [N, K] -> rows that sum to 1 (each present label gets 1/#present): the target a
+    softmax model is given when multi-label data is forced onto one simplex."""
+    if y.dim() != 2:
+        raise ContractError(f"multi-hot targets must be [N, K], got {tuple(y.shape)}")
+    n = y.float().sum(-1, keepdim=True)
+    if (n == 0).any():
+        raise ContractError("a row has no label: it cannot be normalised into a distribution; fix: add a 'no finding' "
+                            "class or use multilabel_bce, which handles empty rows")
+    return y.float() / n
+
+
+def smoothed_targets(labels: torch.Tensor, n_classes: int, eps: float) -> torch.Tensor:
+    """Label smoothing: q = (1 - eps) onehot(y) + eps / K, [N] ids -> [N, K] (the target
+    F.cross_entropy(label_smoothing=eps) uses)."""
+    if not 0 <= eps < 1:
+        raise ContractError(f"eps must lie in [0, 1), got {eps}")
+    if labels.dim() != 1 or labels.dtype != torch.long or (labels < 0).any() or (labels >= n_classes).any():
+        raise ContractError(f"labels must be [N] int64 ids in [0, {n_classes})")
+    return (1 - eps) * F.one_hot(labels, n_classes).float() + eps / n_classes
+
+
+def ce_decomposition(q: torch.Tensor, p: torch.Tensor) -> dict:
+    """CE(q, p) = H(q) + KL(q || p) per row: q, p [N, K] distributions -> {"ce", "entropy", "kl"} each [N]
+    (0 log 0 = 0). The model only controls the KL term; H(q) is the floor set by the target."""
+    if q.shape != p.shape or q.dim() != 2:
+        raise ContractError(f"q and p must both be [N, K], got {tuple(q.shape)} and {tuple(p.shape)}")
+    for name, t in (("q", q), ("p", p)):
+        if (t < 0).any() or ((t.sum(-1) - 1).abs() > 1e-4).any():
+            raise ContractError(f"{name} rows must be probability distributions (non-negative, summing to 1)")
+    if ((q > 0) & (p == 0)).any():
+        raise ContractError("p is 0 where q is not: CE and KL are infinite; fix: compute p with softmax (never exactly 0)")
+    logp = p.clamp_min(1e-300).log()
+    ce = -(q * logp).sum(-1)
+    ent = -(torch.where(q > 0, q * q.clamp_min(1e-300).log(), torch.zeros_like(q))).sum(-1)
+    kl = torch.where(q > 0, q * (q.clamp_min(1e-300).log() - logp), torch.zeros_like(q)).sum(-1)
+    return {"ce": ce, "entropy": ent, "kl": kl}
+
+
+def ce_logit_grad(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+    """d mean-CE / d logits = (softmax(z) - onehot(y)) / n, [N, K]; rows with label -100 get 0 and
+    n counts the supervised rows. Every logit of a supervised row moves, not only the target's."""
+    _logits_2d(logits)
+    valid = labels.ne(ignore_index)
+    n = int(valid.sum())
+    if n == 0:
+        raise ContractError("no supervised row (all labels are -100)")
+    g = logits.softmax(-1)
+    g[valid.nonzero().flatten(), labels[valid]] -= 1
+    return g * valid[:, None] / n
+
+
+# ----------------------------------------------------------------------------- weights and reductions
+
+def class_balanced_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """w_c = N / (K n_c) [K]: with these weights every class carries the same total weight (N/K)."""
+    counts = torch.bincount(labels, minlength=n_classes).double()
+    if (counts == 0).any():
+        raise ContractError(f"classes {(counts == 0).nonzero().flatten().tolist()} have no example: their weight would be infinite")
+    return (len(labels) / (n_classes * counts)).float()
+
+
+def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None,
+                sample_weights: torch.Tensor | None = None) -> Reduced:
+    """Weighted mean CE that keeps the weights' meaning: sum_i w_i l_i / sum_i w_i, with
+    w_i = class_weights[y_i] * sample_weights[i]. Returns Reduced(value, denominator = sum w).
+
+    Dividing by sum(w) (not N) makes a weight-2 example count exactly like two copies of it, and a
+    batch of one class give the plain mean whatever its weight (as F.cross_entropy(weight=...) does).
+    """
+    per = single_label_ce(logits, labels, reduction="none")
+    N = len(labels)
+    w = torch.ones(N, dtype=per.dtype, device=per.device)
+    if class_weights is not None:
+        if class_weights.shape != (logits.shape[1],):
+            raise ContractError(f"class_weights must be [K] = [{logits.shape[1]}], got {tuple(class_weights.shape)}")
+        w = w * class_weights.to(per)[labels.clamp_min(0)]
+    if sample_weights is not None:
+        if sample_weights.shape != (N,):
+            raise ContractError(f"sample_weights must be [N] = [{N}], got {tuple(sample_weights.shape)}")
+        w = w * sample_weights.to(per)
+    mask = labels.ne(IGNORE)
+    return reduce(per[:, None], mask[:, None], "token_mean", weights=w[:, None])
+
+
+def risk_shares(losses: torch.Tensor, labels: torch.Tensor, n_classes: int, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Each class's share of the empirical risk sum_i w_i l_i: [K] summing to 1. With uniform
+    weights the frequent classes dominate; class_balanced_weights evens it out."""
+    if losses.shape != labels.shape or losses.dim() != 1:
+        raise ContractError(f"losses and labels must both be [N], got {tuple(losses.shape)} and {tuple(labels.shape)}")
+    w = torch.ones_like(losses) if weights is None else weights.to(losses)
+    per_class = torch.zeros(n_classes, dtype=losses.dtype, device=losses.device).index_add_(0, labels, w * losses)
+    total = per_class.sum()
+    if float(total) <= 0:
+        raise ContractError("the weighted risk is 0: no share to compute")
+    return per_class / total
+
+
+# ----------------------------------------------------------------------------- annotators and calibration
+
+def _votes(votes: torch.Tensor, n_classes: int) -> None:
+    if votes.dim() != 2 or votes.dtype != torch.long:
+        raise ContractError(f"votes must be int64 class ids [N, A] (A annotators), got {votes.dtype} {tuple(votes.shape)}")
+    if (votes < 0).any() or (votes >= n_classes).any():
+        raise ContractError(f"votes must lie in [0, {n_classes})")
+
+
+def vote_distribution(votes: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """[N, A] votes -> [N, K] shares (counts / A): the soft target that keeps the annotators' disagreement."""
+    _votes(votes, n_classes)
+    return F.one_hot(votes, n_classes).float().mean(1)
+
+
+def majority_vote(votes: torch.Tensor, n_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """[N, A] votes -> [N] the most voted class (ties broken uniformly at random with `generator`)."""
+    counts = vote_distribution(votes, n_classes)
+    top = counts.eq(counts.max(-1, keepdim=True).values).float()
+    noise = torch.rand(counts.shape, generator=generator)
+    return (top * (1 + noise)).argmax(-1)
+
+
+def reliability(probs: torch.Tensor, truth: torch.Tensor, n_bins: int = 10) -> dict:
+    """Reliability table of predicted probabilities probs [N, K] (rows sum to 1).
+
+    truth: class ids [N] (accuracy = 1[argmax p = y]) or the true label distributions [N, K]
+    (expected accuracy = q[argmax p], exact when q is known). Bins of equal width on the
+    confidence max_k p. Returns {"confidence" [B], "accuracy" [B], "count" [B], "ece"}:
+    ECE = sum_b (n_b / N) |accuracy_b - confidence_b| (empty bins are NaN and skipped).
+    """
+    if probs.dim() != 2:
+        raise ContractError(f"probs must be [N, K], got {tuple(probs.shape)}")
+    if ((probs.sum(-1) - 1).abs() > 1e-3).any():
+        raise ContractError("probs rows must sum to 1 (softmax outputs); sigmoid outputs are not one distribution, so "
+                            "'confidence' is undefined for them")
+    conf, pred = probs.max(-1)
+    if truth.dim() == 1:
+        acc = truth.eq(pred).float()
+    elif truth.shape == probs.shape:
+        acc = truth.gather(1, pred[:, None]).squeeze(1).float()
+    else:
+        raise ContractError(f"truth must be [N] ids or [N, K] distributions, got {tuple(truth.shape)}")
+    edges = torch.linspace(0, 1, n_bins + 1)
+    idx = torch.bucketize(conf.clamp(0, 1).cpu(), edges[1:-1])
+    count = torch.bincount(idx, minlength=n_bins).float()
+    sum_conf = torch.zeros(n_bins).index_add_(0, idx, conf.float().cpu())
+    sum_acc = torch.zeros(n_bins).index_add_(0, idx, acc.cpu())
+    c, a = sum_conf / count, sum_acc / count
+    ece = float(((count / count.sum()) * (a - c).abs()).nan_to_num(0.0).sum())
+    return {"confidence": c, "accuracy": a, "count": count, "ece": ece, "edges": edges}
+
+
+def expected_calibration_error(probs: torch.Tensor, truth: torch.Tensor, n_bins: int = 10) -> float:
+    """ECE of reliability(probs, truth, n_bins)."""
+    return reliability(probs, truth, n_bins)["ece"]
+
+
+def f1_per_label(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """F1 of each label when it is predicted present at probs >= threshold: [N, K], [N, K] -> [K]."""
+    if probs.shape != targets.shape or probs.dim() != 2:
+        raise ContractError(f"probs and targets must both be [N, K], got {tuple(probs.shape)} and {tuple(targets.shape)}")
+    pred, t = probs.ge(threshold).float(), targets.float()
+    tp = (pred * t).sum(0)
+    return (2 * tp / (pred.sum(0) + t.sum(0)).clamp_min(1e-12))
+
+
+# ----------------------------------------------------------------------------- exercise checks (notebooks 01, 02)
+
+def _close(a, b, tol=1e-6) -> bool:
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and bool((a.double() - b.double()).abs().max() <= tol)
+
+
+def check_ce_grad(fn, large: bool = False) -> None:
+    """Grade fn(logits [N, K], labels [N]) -> d mean-CE / d logits [N, K] against autograd.
+
+    Labels may hold -100 (no target: zero gradient, not counted in the mean). large=True uses
+    logits of magnitude ~100 (a softmax without the max subtracted overflows). Raises
+    AssertionError naming the likely misconception."""
+    g = torch.Generator().manual_seed(11)
+    s = 60.0 if large else 1.0
+    cases = [(s * torch.randn(4, 5, generator=g), torch.tensor([0, 3, 1, 4])),
+             (3 * s * torch.randn(6, 7, generator=g), torch.tensor([2, IGNORE, 6, 0, IGNORE, 5]))]
+    for logits, labels in cases:
+        z = logits.clone().requires_grad_()
+        F.cross_entropy(z, labels, ignore_index=IGNORE).backward()
+        want = z.grad
+        got = fn(logits.clone(), labels.clone())
+        if not isinstance(got, torch.Tensor) or got.shape != logits.shape:
+            _fail(f"return one gradient per logit, a tensor of shape {tuple(logits.shape)}; got {getattr(got, 'shape', type(got).__name__)}")
+        if _close(got, want):
+            continue
+        if not bool(torch.isfinite(got).all()):
+            _fail("your gradient has nan/inf for large logits: exp(z) overflowed. Subtract each row's max before exp "
+                  "(softmax is unchanged by it), or use torch.softmax")
+        valid = labels.ne(IGNORE)
+        n, N = int(valid.sum()), len(labels)
+        if _close(got, -want):
+            _fail("the sign is flipped: d loss / d z = p - onehot (the loss goes DOWN along -gradient). You returned onehot - p")
+        if _close(got, want * n):
+            _fail("did you divide by the number of examples? The mean over N supervised rows gives each row (p - onehot) / N")
+        if _close(got, want * n / N) and n != N:
+            _fail(f"did you divide by all {N} rows? Only the {n} rows whose label is not -100 are counted in the mean")
+        if _close(got, want * n / logits.numel()) or _close(got, want / logits.shape[1]):
+            _fail("you divided by N*K: the mean is over examples, not over examples x classes")
+        if not bool(got[~valid].eq(0).all()):
+            _fail("rows with label -100 have no target: their gradient must be exactly 0")
+        onehot = torch.zeros_like(logits)
+        onehot[valid.nonzero().flatten(), labels[valid]] = 1
+        if _close(got, -onehot / n) or _close(got, -onehot):
+            _fail("only the target logit moves in your gradient: softmax couples all logits, so every logit k gets p_k "
+                  "(pushed down) and the target gets p_y - 1")
+        if _close(got, (logits - onehot) * valid[:, None] / n):
+            _fail("you used the raw logits where the gradient needs the probabilities p = softmax(z)")
+        if _close(got, (logits.log_softmax(-1) - onehot) * valid[:, None] / n):
+            _fail("you used log-probabilities: the gradient is softmax(z) - onehot, not log_softmax(z) - onehot")
+        _fail(f"your gradient differs from autograd by up to {float((got - want).abs().max()):.3g}")
+
+
+def check_chunked_logsumexp(fn, memory: bool = True) -> None:
+    """Grade fn(hidden [N, d], weight [V, d], chunk_size) -> logsumexp_k (hidden @ weight.T)_{ik}, [N],
+    computed without the full [N, V] logits. Checks the value (also for logits near 1000, where a
+    plain exp overflows) and, with memory=True, the peak memory (labkit.reduce.measure_peak_memory)."""
+    from labkit.reduce import measure_peak_memory
+
+    g = torch.Generator().manual_seed(12)
+    for N, d, V, cs, scale in [(8, 4, 50, 16, 1.0), (5, 3, 37, 10, 1.0), (4, 3, 40, 16, 400.0)]:
+        h = torch.randn(N, d, generator=g, dtype=torch.float64) * scale ** 0.5
+        w = torch.randn(V, d, generator=g, dtype=torch.float64) * scale ** 0.5
+        want = torch.logsumexp(h @ w.T, -1)
+        got = fn(h.clone(), w.clone(), cs)
+        if not isinstance(got, torch.Tensor) or got.shape != (N,):
+            _fail(f"return one logsumexp per row, shape ({N},); got {getattr(got, 'shape', type(got).__name__)}")
+        if _close(got, want, 1e-6 * max(1.0, scale)):
+            continue
+        if not bool(torch.isfinite(got).all()):
+            _fail("your result overflows (inf/nan) for large logits: exp(1000) is inf. Subtract a running maximum before exp "
+                  "(logsumexp(z) = m + log sum exp(z - m))")
+        parts = torch.stack([torch.logsumexp(h @ w[s:s + cs].T, -1) for s in range(0, V, cs)], -1)
+        if _close(got, parts.sum(-1), 1e-6 * max(1.0, scale)):
+            _fail("you added the chunks' logsumexps: log(a + b) is not log a + log b. Combine the partial results with a "
+                  "logsumexp over chunks (or a running max and a running sum of exp)")
+        if _close(got, parts.max(-1).values, 1e-6 * max(1.0, scale)):
+            _fail("you kept the largest chunk's logsumexp: every chunk's mass counts. Combine them with a logsumexp")
+        _fail(f"your logsumexp differs from torch.logsumexp by up to {float((got - want).abs().max()):.3g}")
+    if memory:
+        N, d, V, cs = 64, 16, 40_000, 1_000
+        h, w = torch.randn(N, d, generator=g), torch.randn(V, d, generator=g)
+        full = N * V * 4
+        m = measure_peak_memory(lambda: fn(h, w, cs), "cpu")
+        if m.peak_bytes > full / 4:
+            _fail(f"your function allocated {m.peak_bytes / 2**20:.1f} MiB at its peak, the size of the full [N, V] logits is "
+                  f"{full / 2**20:.1f} MiB: only [N, chunk] (or [chunk, V]) logits may exist at once")
+
+
+def check_multilabel_loss(fn, large: bool = False) -> None:
+    """Grade fn(logits [N, K], targets multi-hot [N, K]) -> per-item multi-label loss [N]:
+    sum over the K labels of independent binary cross-entropies. large=True uses logits of
+    magnitude ~40, where log(sigmoid(z)) computed naively becomes log(0)."""
+    g = torch.Generator().manual_seed(13)
+    for N, K in [(6, 5), (4, 3)]:
+        z = (40.0 if large else 2.0) * torch.randn(N, K, generator=g)
+        y = (torch.rand(N, K, generator=g) < 0.4).float()
+        y[0] = 0
+        y[0, :2] = 1
+        y[1] = 0
+        y[1, 0] = 1
+        want = F.binary_cross_entropy_with_logits(z, y, reduction="none").sum(-1)
+        got = fn(z.clone(), y.clone())
+        if not isinstance(got, torch.Tensor) or got.shape != (N,):
+            _fail(f"return one loss per item, shape ({N},); got {getattr(got, 'shape', type(got).__name__)}")
+        if _close(got, want, 1e-4 * (20 if large else 1)):
+            continue
+        if not bool(torch.isfinite(got).all()):
+            _fail("your loss is inf/nan for large logits: log(sigmoid(z)) underflows to log(0). Use F.logsigmoid(z) and "
+                  "F.logsigmoid(-z) = log(1 - sigmoid(z)), or F.binary_cross_entropy_with_logits")
+        s = torch.sigmoid(z)
+        if _close(got, want / K, 1e-5):
+            _fail("you averaged over the labels: each label is its own Bernoulli event, so an item's loss SUMS its K label losses")
+        if _close(got, -(y * s.log()).sum(-1), 1e-5):
+            _fail("only the present labels are scored: add the (1 - y) log(1 - sigmoid(z)) term, or absent labels are never pushed down")
+        q = y / y.sum(-1, keepdim=True).clamp_min(1)
+        if _close(got, -(q * z.log_softmax(-1)).sum(-1), 1e-5) or _close(got, -(y * z.log_softmax(-1)).sum(-1), 1e-5):
+            _fail("this is softmax cross-entropy: the labels compete for one probability mass, so two present labels can each "
+                  "reach only 0.5. Use an independent sigmoid per label (binary cross-entropy)")
+        if _close(got, F.binary_cross_entropy(z.clamp(1e-6, 1 - 1e-6), y, reduction="none").sum(-1), 1e-4):
+            _fail("you treated logits as probabilities: apply sigmoid first (or use binary_cross_entropy_with_logits)")
+        _fail(f"your per-item loss differs from the sum of binary cross-entropies by up to {float((got - want).abs().max()):.3g}")
+
+
+def check_class_weighted_ce(fn, seed: int = 14) -> None:
+    """Grade fn(logits [N, K], labels [N], class_weights [K]) -> scalar weighted mean CE
+    sum_i w_{y_i} l_i / sum_i w_{y_i} (weights keep their meaning after the reduction).
+    Another seed draws other logits, labels and weights."""
+    g = torch.Generator().manual_seed(seed)
+    K = 4
+    w = torch.tensor([0.5, 1.0, 3.0, 2.0]) if seed == 14 else 0.2 + 4 * torch.rand(K, generator=g)
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 3, 0]) if seed == 14 else torch.randint(K, (12,), generator=g)
+    cases = [(torch.randn(len(labels), K, generator=g), labels),
+             (torch.randn(3, K, generator=g), torch.tensor([2, 2, 2]))]     # one class only: weights must cancel
+    for z, y in cases:
+        per = F.cross_entropy(z, y, reduction="none")
+        want = (w[y] * per).sum() / w[y].sum()
+        got = fn(z.clone(), y.clone(), w.clone())
+        if not isinstance(got, torch.Tensor) or got.dim() != 0:
+            _fail(f"return one scalar tensor, got {getattr(got, 'shape', type(got).__name__)}")
+        if _close(got, want, 1e-5):
+            continue
+        if _close(got, (w[y] * per).sum() / len(y), 1e-5):
+            _fail("you divided by the number of examples: then a batch holding only class 2 (weight 3) gets 3x the loss of "
+                  "the same batch unweighted, and the weights change the learning rate instead of the balance. "
+                  "Divide by the sum of the weights")
+        if _close(got, per.mean(), 1e-5):
+            _fail("the class weights are not applied: each example's loss must be multiplied by the weight of its label")
+        pred = z.argmax(-1)
+        if _close(got, (w[pred] * per).sum() / w[pred].sum(), 1e-5):
+            _fail("you weighted by the predicted class: the weight belongs to the true label y_i")
+        _fail(f"your weighted loss {float(got):.4f} differs from sum(w l) / sum(w) = {float(want):.4f}")

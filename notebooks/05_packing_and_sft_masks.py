@@ -1,0 +1,434 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Packing and SFT masks: which tokens may be read, which are learned
+#
+# **What you will see.** Three masks decide what a language model is trained on, and each one,
+# when wrong, trains smoothly:
+#
+# 1. **packing**: several documents share one row. Without a block-diagonal attention mask a
+#    document reads the one before it. We measure how much document B's logits move when
+#    document A changes (exactly 0 with the right mask), then train on packed data both ways and
+#    watch the leaky model score well on packed validation rows and worse on documents alone;
+# 2. **prompt vs completion loss**: a toy instruction set (reverse / sort / copy / count), rendered
+#    with the transformers chat template of the labkit tokenizer. Completion-only loss against
+#    loss on every token: answer accuracy, and what each model writes after a bare user turn;
+# 3. **pad == eos**: a collator that hides padding by token id also hides every `<eos>` label,
+#    and the model never learns to stop;
+# 4. two exercises.
+#
+# **Runtime:** about 35 s on a laptop CPU (2 cores); a few seconds on a GPU.
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+from transformers import DataCollatorForLanguageModeling
+
+import labkit
+from labkit import IGNORE
+from labkit.batch import collate, pack
+from labkit.checks import assert_prompt_masked, audit
+from labkit.data import INSTRUCTION_TASKS, load_instructions
+from labkit.models import TinyCausalLM
+from labkit.paradigms.autoregressive import (causal_lm_loss, check_block_mask, check_sft_labels, completion_example,
+                                             cross_document_sensitivity, generate)
+from labkit.train import fit
+from labkit.viz import contract_text, length_histogram, loss_curves
+from labkit.vocab import seed_vocab
+
+SEED, DEVICE = labkit.setup_notebook()
+tok = seed_vocab()
+
+# %% [markdown]
+# ## 1. Packing documents into rows
+#
+# `pack()` fills rows of at most `max_len` tokens with whole documents. Three rules keep each
+# document the task it was alone:
+#
+# - positions restart at 0 in every document;
+# - the first label of every document is `-100`, so after the loss's shift no logit is trained to
+#   predict the next document's first token from the previous document's last one;
+# - the attention mask is **block-diagonal** (`[B, T, T]`): causal inside a document, closed across
+#   documents. transformers' `DataCollatorWithFlattening` follows the same rules (its boundaries
+#   travel in `position_ids`); the lab's tests check that `pack` agrees with it.
+
+# %%
+docs = [tok.encode(s, add_bos=True, add_eos=True) for s in ["the cat sat", "a dog ran to the rug", "the mat"]]
+packed = pack([{"input_ids": d} for d in docs], max_len=16)
+print(contract_text(packed, row=0, tokenizer=tok))
+print("\nattention mask of row 0 (1 = may attend):")
+for t in range(packed.input_ids.shape[1]):
+    print(f"  {tok.token(int(packed.input_ids[0, t])):>6} " + " ".join(str(int(a)) for a in packed.attention_mask[0, t]))
+
+# %% [markdown]
+# The row `logit t trains on` shows the boundary rule: the `<eos>` of one document and the
+# `<bos>` of the next are never a (context, target) pair.
+#
+# ### Does document B read document A?
+#
+# Pack `[A, B]` into one row, change A, and measure the largest change of B's logits
+# (`cross_document_sensitivity`). Two things can carry A into B: attention (the mask) and
+# positions (if they do not restart, a longer A moves B).
+
+# %%
+torch.manual_seed(SEED)
+probe = TinyCausalLM(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=40).to(DEVICE).eval()
+doc_a = tok.encode("<bos> the cat sat on the mat <eos>")
+doc_a_words = tok.encode("<bos> the dog ran to the rug <eos>")       # same length, other words
+doc_a_longer = tok.encode("<bos> the cat sat on the mat and the dog ran <eos>")
+doc_b = tok.encode("<bos> a bird slept under the sofa <eos>")
+sensitivity = {}
+for block in [True, False]:
+    for restart in [True, False]:
+        s_words = cross_document_sensitivity(probe, doc_a, doc_a_words, doc_b, block_diagonal=block, restart_positions=restart)
+        s_len = cross_document_sensitivity(probe, doc_a, doc_a_longer, doc_b, block_diagonal=block, restart_positions=restart)
+        sensitivity[(block, restart)] = (s_words, s_len)
+        print(f"mask {'block-diagonal' if block else 'plain padding':>14}, positions {'restart' if restart else 'run on':>7}: "
+              f"change of B's logits when A's words change {s_words:.3f}, when A gets longer {s_len:.3f}")
+
+# %% [markdown]
+# **Claim.** With the block-diagonal mask and restarted positions, B's logits do not move at all:
+# exactly 0 when A's words change (when A's length changes, B sits in other columns of a wider
+# row, and only float rounding, below 1e-5, remains). Every other combination lets A reach B.
+
+# %%
+worst_other = min(max(v) for k, v in sensitivity.items() if k != (True, True))
+assert sensitivity[(True, True)][0] == 0.0 and sensitivity[(True, True)][1] < 1e-5
+assert worst_other > 0.01
+print(f"claim holds: sensitivity exactly 0 with block-diagonal + restart; at least {worst_other:.2f} otherwise")
+
+# %% [markdown]
+# ### Training on packed rows, with and without the block-diagonal mask
+#
+# A realistic hazard: near-duplicate documents (the same page crawled twice, a quoted reply)
+# land next to each other in a packed row. Here every document is a random 7-digit string,
+# `<bos> 3 1 4 1 5 9 2 <eos>`, and appears twice in a row. Alone, a digit is unpredictable
+# (log 10 = 2.30 nats); a model that can read the previous document can copy it. Two identical
+# models train on the same packed rows, with the plain padding mask ("leaky") and with the
+# block-diagonal mask. We then score each on packed validation rows (built like its training
+# rows) and on the same documents one per row.
+
+# %%
+digits = [tok.stoi[str(d)] for d in range(10)]
+
+
+def duplicated_docs(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for body in torch.randint(10, (n, 7), generator=g).tolist():
+        d = [tok.bos_id] + [digits[j] for j in body] + [tok.eos_id]
+        out += [{"input_ids": d}, {"input_ids": list(d)}]
+    return out
+
+
+train_docs, val_docs = duplicated_docs(3000, SEED), duplicated_docs(150, SEED + 1)
+FIELDS = ("input_ids", "attention_mask", "position_ids", "labels")
+BATCH = 32
+
+
+def row_batches(rows, batch_size=BATCH):
+    """step -> a dict of batch_size consecutive packed rows (cycling)."""
+    n = rows.input_ids.shape[0]
+    return lambda step: {f: getattr(rows, f)[(step * batch_size) % (n - batch_size):][:batch_size] for f in FIELDS}
+
+
+def lm_loss(model, b):
+    return causal_lm_loss(model(b["input_ids"], attention_mask=b["attention_mask"], position_ids=b["position_ids"]), b["labels"])
+
+
+def eval_loss(model, b):
+    with torch.no_grad():
+        return lm_loss(model, {f: b[f].to(DEVICE) for f in FIELDS}).item()
+
+
+alone = collate([{"input_ids": d["input_ids"], "labels": [IGNORE] + d["input_ids"][1:]} for d in val_docs], tok.pad_id)
+alone = {f: getattr(alone, f) for f in FIELDS}       # one document per row, same boundary label rule
+pack_hist, pack_eval = {}, {}
+for kind, block in [("leaky", False), ("block-diagonal", True)]:
+    rows, val_rows = pack(train_docs, max_len=36, block_diagonal=block), pack(val_docs, max_len=36, block_diagonal=block)
+    torch.manual_seed(SEED)
+    m = TinyCausalLM(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=36)
+    pack_hist[kind] = fit(m, row_batches(rows, 16), lm_loss, steps=250, lr=3e-3, desc=kind)
+    pack_eval[kind] = {"packed": eval_loss(m, {f: getattr(val_rows, f) for f in FIELDS}), "alone": eval_loss(m, alone)}
+    e = pack_eval[kind]
+    print(f"{kind:>14}: validation loss on packed rows {e['packed']:.2f} | on documents alone {e['alone']:.2f} | "
+          f"gap {e['alone'] - e['packed']:.2f} nats")
+
+# %% [markdown]
+# **Claim.** The leaky model's packed validation loss is far below its loss on the same
+# documents alone (it copies the previous document, a skill it cannot use at deployment); with
+# the block-diagonal mask the two numbers agree.
+
+# %%
+gap = {k: e["alone"] - e["packed"] for k, e in pack_eval.items()}
+assert gap["leaky"] > 0.3, "the leaky model should look better on packed rows than on documents alone"
+assert abs(gap["block-diagonal"]) < 0.01, "with the block-diagonal mask packed and alone are the same task"
+print(f"claim holds: packed-vs-alone gap {gap['leaky']:.2f} nats (leaky) vs {gap['block-diagonal']:.3f} (block-diagonal)")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig = loss_curves(pack_hist, title="Packed training loss: the leaky run 'learns more' by copying the neighbour")
+plt.show()
+
+# %% [markdown]
+# `audit()` sees the leak from the batch alone: the positions restart inside a row whose mask is
+# a plain padding mask (transformers #25452, trl #784 and #805, unsloth #1207 are reports of it).
+
+# %%
+for block in [False, True]:
+    findings = audit(pack(val_docs[:4], max_len=36, block_diagonal=block))
+    print(f"block_diagonal={block}: {[f.code for f in findings] or 'nothing'}")
+
+# %% [markdown]
+# ## 2. Prompt loss vs completion loss
+#
+# `data/instructions.jsonl` holds 2000 chat records made by `labkit.data.make_instructions`
+# (seeded): a user asks to reverse, sort, copy or count 2 to 5 digits or letters, the assistant
+# answers. We render them with the transformers tokenizer that `WordTokenizer.to_hf()` builds:
+# its chat template marks the assistant's part with `{% generation %}`, so
+# `apply_chat_template(..., return_assistant_tokens_mask=True)` returns which tokens the
+# assistant wrote.
+
+# %%
+records = load_instructions()
+hf = tok.to_hf()
+rendered = hf.apply_chat_template([r["messages"] for r in records], tokenize=True, return_dict=True,
+                                  return_assistant_tokens_mask=True)
+ids0, amask0 = list(rendered["input_ids"][0]), list(rendered["assistant_masks"][0])
+print(records[0]["messages"])
+print(f"{'token':>12} " + " ".join(f"{tok.token(i):>9}" for i in ids0))
+print(f"{'assistant':>12} " + " ".join(f"{m:>9}" for m in amask0))
+same = all(tok.encode_chat(r["messages"]) == (list(i), list(m))
+           for r, i, m in zip(records, rendered["input_ids"], rendered["assistant_masks"]))
+print(f"labkit's encode_chat gives the same ids and mask as transformers on all {len(records)} records: {same}")
+
+
+def sft_example(ids, amask, train_on_prompt=False):
+    start = list(amask).index(1)                 # the assistant's first word; "<assistant>" itself is prompt
+    return completion_example(ids[:start], ids[start:], train_on_prompt=train_on_prompt)
+
+
+examples = {kind: [sft_example(list(i), list(m), kind == "every token")
+                   for i, m in zip(rendered["input_ids"], rendered["assistant_masks"])]
+            for kind in ["completion only", "every token"]}
+ex = examples["completion only"][0]
+assert_prompt_masked(torch.tensor(ex["labels"]), ex["prompt_len"])
+print(contract_text(collate([ex], tok.pad_id), tokenizer=tok))
+
+# %% [markdown]
+# **Claim (the SFT smoke test).** In every completion-only example the prompt labels are all
+# `-100` and the assistant's labels (its `<eos>` included) are exactly the tokens transformers
+# marks as assistant tokens.
+
+# %%
+for (ex, i, m) in zip(examples["completion only"], rendered["input_ids"], rendered["assistant_masks"]):
+    assert_prompt_masked(torch.tensor(ex["labels"]), ex["prompt_len"])
+    assert [y != IGNORE for y in ex["labels"]] == [bool(a) for a in m]
+assert same
+print(f"claim holds on {len(records)} records: prompt labels -100, targets = transformers' assistant mask")
+
+# %% [markdown]
+# Now train two identical models for the same steps on the first 1600 records: one on the
+# completion only, one on every token (the prompt becomes a target too). Then greedy-decode the
+# answers of the 400 held-out records, and continue a bare `<user>` turn to see what each model
+# has learned to write there.
+
+# %%
+SFT_STEPS = 300
+N_TRAIN = 1600
+order = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(SEED)).tolist()
+
+
+def sft_batches(kind):
+    data = examples[kind]
+    return lambda s: collate([data[order[(s * BATCH + i) % N_TRAIN]] for i in range(BATCH)], tok.pad_id)
+
+
+def batch_loss(model, b):
+    return causal_lm_loss(model(**b.model_inputs()), b.labels)
+
+
+held = records[N_TRAIN:]
+questions = [tok.encode_chat(r["messages"][:1], add_generation_prompt=True)[0] for r in held]
+answers = [tok.encode(r["messages"][1]["content"]) + [tok.eos_id] for r in held]
+task_words = {tok.stoi[w] for w in INSTRUCTION_TASKS}
+sft_models, sft_hist, sft_eval = {}, {}, {}
+for kind in ["completion only", "every token"]:
+    torch.manual_seed(SEED)
+    m = TinyCausalLM(len(tok), d_model=64, n_layers=2, n_heads=4, max_len=24)
+    sft_hist[kind] = fit(m, sft_batches(kind), batch_loss, steps=SFT_STEPS, lr=3e-3, desc=kind)
+    outs = generate(m, questions, max_new_tokens=7, pad_id=tok.pad_id, eos_id=tok.eos_id)
+    per_task = {t: [o == a for o, a, r in zip(outs, answers, held) if r["task"] == t] for t in INSTRUCTION_TASKS}
+    bare = generate(m, [[tok.user_id]] * 32, max_new_tokens=8, pad_id=tok.pad_id, eos_id=tok.eos_id, temperature=1.0,
+                    generator=torch.Generator().manual_seed(SEED))
+    sft_models[kind] = m
+    sft_eval[kind] = {"exact": sum(o == a for o, a in zip(outs, answers)) / len(held),
+                      "per_task": {t: sum(v) / len(v) for t, v in per_task.items()},
+                      "imitates_user": sum(o[0] in task_words for o in bare) / len(bare), "bare": bare}
+    e = sft_eval[kind]
+    print(f"{kind:>15}: answer exact match {e['exact']:.2f} ("
+          + ", ".join(f"{t} {v:.2f}" for t, v in e["per_task"].items())
+          + f") | bare <user> continued with a task request: {e['imitates_user']:.0%}")
+    print(f"{'':>17}<user> -> {tok.decode(bare[0])}")
+
+# %% [markdown]
+# **Claim.** Completion-only training is at least as accurate on the answers, and only the model
+# trained on every token continues a bare user turn by writing a user request: it learned to
+# imitate the user (trl #3279; karpathy/nanochat PR #582 restored the mask and its chat score rose).
+
+# %%
+c, a = sft_eval["completion only"], sft_eval["every token"]
+assert c["exact"] >= a["exact"], "completion-only should be at least as accurate"
+assert a["imitates_user"] > 0.8 > 0.2 > c["imitates_user"]
+print(f"claim holds: exact match {c['exact']:.2f} vs {a['exact']:.2f}; "
+      f"writes a user request after <user>: {c['imitates_user']:.0%} vs {a['imitates_user']:.0%}")
+
+# %% [markdown]
+# ## 3. pad == eos hides the end of every answer
+#
+# Many tokenizers have no pad token, and a common fix is `tokenizer.pad_token = tokenizer.eos_token`.
+# transformers' causal-LM collator then builds labels with `labels[labels == pad_token_id] = -100`:
+# every padding position is hidden, and so is every real `<eos>`.
+
+# %%
+hf_pad_eos = tok.to_hf()
+hf_pad_eos.pad_token = hf_pad_eos.eos_token
+collator = DataCollatorForLanguageModeling(hf_pad_eos, mlm=False)
+hb = collator([{"input_ids": list(rendered["input_ids"][i])} for i in range(4)])
+print("row 1 input_ids:", hb["input_ids"][1].tolist())
+print("row 1 labels:   ", hb["labels"][1].tolist())
+findings = audit(dict(hb), pad_id=hf_pad_eos.pad_token_id, eos_id=tok.eos_id)
+print("audit:", [str(f) for f in findings])
+
+# %% [markdown]
+# A completion-only collator that inherits the same line (trl PR #456; trl #1623, #734, #2059)
+# trains a model that has never seen `<eos>` as a target. We train it for the same steps as the
+# completion-only model of section 2 (whose collator masks padding by the attention mask), and let
+# both answer the held-out questions with room for 14 new tokens.
+
+# %%
+def masked_by_pad_id(s):
+    b = collate([examples["completion only"][order[(s * BATCH + i) % N_TRAIN]] for i in range(BATCH)], pad_id=tok.eos_id)
+    b.labels[b.input_ids == tok.eos_id] = IGNORE          # "mask the padding" by id: pad == eos
+    return b
+
+
+print("audit of one training batch:", [f.code for f in audit(masked_by_pad_id(0), pad_id=tok.eos_id, eos_id=tok.eos_id)])
+torch.manual_seed(SEED)
+no_eos = TinyCausalLM(len(tok), d_model=64, n_layers=2, n_heads=4, max_len=24)
+fit(no_eos, masked_by_pad_id, batch_loss, steps=SFT_STEPS, lr=3e-3, desc="pad == eos")
+MAX_NEW = 14
+lengths, stops = {}, {}
+for kind, m in [("mask from attention", sft_models["completion only"]), ("mask by pad id (= eos)", no_eos)]:
+    outs = generate(m, questions, max_new_tokens=MAX_NEW, pad_id=tok.pad_id, eos_id=tok.eos_id)
+    lengths[kind] = [len(o) for o in outs]
+    stops[kind] = sum(o[-1] == tok.eos_id for o in outs) / len(outs)
+    print(f"{kind:>24}: stops with <eos> in {stops[kind]:.0%} of answers | mean length {sum(lengths[kind]) / len(outs):.1f} tokens"
+          f" | e.g. {tok.decode(outs[0])}")
+
+# %% [markdown]
+# **Claim.** The model whose `<eos>` labels were hidden (almost) never stops; the one trained
+# with the padding masked by the attention mask stops in (almost) every answer.
+
+# %%
+good_stop, bad_stop = stops["mask from attention"], stops["mask by pad id (= eos)"]
+assert good_stop > 0.9 and bad_stop < 0.1
+print(f"claim holds: stops {good_stop:.0%} vs {bad_stop:.0%}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig = length_histogram(lengths, MAX_NEW, title="Answer lengths: without <eos> targets the model runs to the limit")
+plt.show()
+
+# %% [markdown]
+# The two fixes give the same labels: a pad id distinct from `<eos>`, or labels masked where the
+# attention mask is 0 (whatever the pad id is).
+
+# %%
+batch_ids = [examples["completion only"][i] for i in range(8)]
+distinct_pad = collate(batch_ids, pad_id=tok.pad_id)
+mask_by_attention = collate(batch_ids, pad_id=tok.eos_id)     # collate pads labels with -100 by position
+assert torch.equal(distinct_pad.labels, mask_by_attention.labels)
+print("both fixes: identical labels; audit:", audit(mask_by_attention, pad_id=tok.eos_id, eos_id=tok.eos_id) or "nothing")
+
+# %% [markdown]
+# ## 4. Try it
+#
+# **Exercise 1.** Write `my_block_mask(document_ids)`: for one packed row, `document_ids` is `[T]`
+# (−1 on padding); return a bool `[T, T]` mask, True where query *t* may attend key *s*: causal
+# inside a document, nothing across documents, and each padding position attends to itself.
+
+# %%
+def my_block_mask(document_ids):
+    ### BEGIN SOLUTION
+    T = document_ids.shape[0]
+    real = document_ids.ge(0)
+    same = document_ids[:, None].eq(document_ids[None, :]) & real[:, None] & real[None, :]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    return (same & causal) | torch.eye(T, dtype=torch.bool)
+    ### END SOLUTION
+
+
+# %%
+# CHECK: 05-block-mask
+check_block_mask(my_block_mask)
+### BEGIN HIDDEN TESTS
+row = pack([{"input_ids": d} for d in docs], max_len=16)
+assert torch.equal(my_block_mask(row.document_ids[0]), row.attention_mask[0]), "must equal pack()'s mask"
+### END HIDDEN TESTS
+print("exercise 1: no token reads another document or the future")
+
+# %% [markdown]
+# **Exercise 2.** With `pad_id == eos_id` (as above), write `my_sft_labels(input_ids,
+# attention_mask, assistant_mask)` (all `[B, T]`, right padding): the assistant's tokens,
+# `<eos>` included, are targets; the prompt and the padding are `-100`.
+
+# %%
+def my_sft_labels(input_ids, attention_mask, assistant_mask):
+    ### BEGIN SOLUTION
+    keep = attention_mask.bool() & assistant_mask.bool()
+    return torch.where(keep, input_ids, torch.full_like(input_ids, IGNORE))
+    ### END SOLUTION
+
+
+# %%
+# CHECK: 05-sft-labels
+check_sft_labels(my_sft_labels)
+### BEGIN HIDDEN TESTS
+ids_t, am_t = torch.tensor([list(rendered["input_ids"][1])]), torch.tensor([list(rendered["assistant_masks"][1])])
+mine = my_sft_labels(ids_t, torch.ones_like(ids_t), am_t)
+assert mine[0, -1] == tok.eos_id and int(mine.ne(IGNORE).sum()) == int(am_t.sum()), "the answer and its <eos> are the targets"
+### END HIDDEN TESTS
+print("exercise 2: prompt and padding hidden, <eos> kept")
+
+# %% [markdown]
+# ## Summary
+#
+# | mask | wrong version | what it does | measured here |
+# |---|---|---|---|
+# | attention across packed documents | plain padding mask | B reads A; packed loss flatters | sensitivity > 0, packed/alone gap |
+# | loss on the prompt | labels = input_ids | the model learns to write user turns | bare-turn imitation |
+# | padding masked by id with pad == eos | `labels[ids == pad] = -100` | `<eos>` never a target: no stopping | stop rate |
+#
+# This run's numbers:
+
+# %%
+print(f"{'measurement':<58}{'value':>14}")
+print(f"{'sensitivity of B to A: block-diagonal + restart':<58}{max(sensitivity[(True, True)]):>14.3f}")
+print(f"{'sensitivity of B to A: smallest other setting':<58}{worst_other:>14.3f}")
+print(f"{'packed vs alone validation gap, leaky / block (nats)':<58}{gap['leaky']:>8.2f} / {gap['block-diagonal']:.2f}")
+print(f"{'answer exact match, completion only / every token':<58}{c['exact']:>8.2f} / {a['exact']:.2f}")
+print(f"{'bare <user> continued as a user, completion / every':<58}{c['imitates_user']:>8.0%} / {a['imitates_user']:.0%}")
+print(f"{'answers ending in <eos>, attention mask / pad id':<58}{good_stop:>8.0%} / {bad_stop:.0%}")

@@ -1,0 +1,391 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 12 · Mixtures and curriculum: the sampling weights are part of the objective
+#
+# **What you will see.** A model trained on several sources optimises
+# $\sum_k \alpha_k\,\mathbb E_{x\sim p_k}[\ell_\theta(x)]$: changing the sampling weights
+# $\alpha_k$ changes the objective, not just "the data loader". And training in stages changes the
+# objective over time. We measure:
+#
+# 1. temperature weights $\alpha_k = n_k^\gamma / \sum_j n_j^\gamma$, the epochs each source gets
+#    and how often the smallest one repeats (a panel with a γ slider);
+# 2. a sampler whose drawn proportions match its configured weights (chi-square test), with the
+#    weights recorded as versioned configuration;
+# 3. a low-resource domain: held-out loss on a small domain as γ varies: too little of it
+#    (γ = 1) and it is not learned, too much (γ → 0) and it is memorised;
+# 4. stages: pretraining, then SFT, then continued pretraining on a new domain breaks the SFT
+#    format; SFT again repairs it, and mixing the new domain into the repair keeps both.
+#
+# **Runtime:** about 30 s on a laptop CPU (2 cores).
+
+# %%
+import copy
+import json
+
+import matplotlib.pyplot as plt
+import torch
+
+import labkit
+from labkit.batch import collate
+from labkit.checks import ContractError
+from labkit.data import MarkovWorld
+from labkit.models import TinyCausalLM
+from labkit.paradigms.autoregressive import causal_lm_loss, generate
+from labkit.paradigms.mixture import (MixtureConfig, MixtureSampler, assert_mixture_proportions,
+                                      check_expected_epochs, check_mixture_weights, chi_square_test,
+                                      expected_epochs, mixture_weights)
+from labkit.paradigms.preference import AnswerWorld
+from labkit.train import fit
+from labkit.vocab import seed_vocab
+
+SEED, DEVICE = labkit.setup_notebook()
+tok = seed_vocab()
+
+# %% [markdown]
+# ## 1. Temperature weights
+#
+# With sources of sizes $n_k$, sampling each example uniformly from the union gives source $k$
+# the weight $n_k/\sum_j n_j$: the large source dominates. Temperature sampling flattens it:
+#
+# $$\alpha_k = \frac{n_k^\gamma}{\sum_j n_j^\gamma},\qquad \gamma=1:\ \text{by size},\quad
+# \gamma=0:\ \text{uniform over sources}.$$
+#
+# Up-sampling a small source means *repeating* it: with a budget of $S$ sampled examples, source
+# $k$ is seen $e_k = \alpha_k S / n_k$ times.
+
+# %%
+SOURCES = {"web": 2_000_000, "code": 400_000, "papers": 100_000, "low-resource language": 10_000}
+BUDGET = 1_000_000
+sizes = list(SOURCES.values())
+print(f"{'gamma':>6} | " + " | ".join(f"{name:>21}" for name in SOURCES) + " | epochs of the smallest")
+table = {}
+for gamma in [1.0, 0.7, 0.5, 0.3, 0.0]:
+    w = mixture_weights(sizes, gamma)
+    e = expected_epochs(sizes, w, BUDGET)
+    table[gamma] = (w, e)
+    print(f"{gamma:>6.1f} | " + " | ".join(f"{float(x):>21.3f}" for x in w) + f" | {float(e[-1]):>8.1f}")
+assert all(abs(float(w.sum()) - 1) < 1e-12 for w, _ in table.values())
+assert torch.allclose(table[1.0][0], torch.tensor(sizes, dtype=torch.float64) / sum(sizes))
+assert torch.allclose(table[0.0][0], torch.full((4,), 0.25, dtype=torch.float64))
+smallest = [float(table[g][1][-1]) for g in [1.0, 0.7, 0.5, 0.3, 0.0]]
+assert all(a < b for a, b in zip(smallest, smallest[1:])), "lower gamma repeats the smallest source more"
+print(f"claim holds: from gamma 1 to 0 the smallest source goes from {smallest[0]:.1f} to {smallest[-1]:.1f} epochs")
+
+# %% [markdown]
+# **The panel.** Move γ and watch the weights, the expected epochs per source (red above 4
+# epochs) and the repetition of the smallest source.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+from labkit.widgets import MixturePanel, render_mixture  # noqa: E402
+
+MixturePanel(sizes=sizes, names=list(SOURCES), total_samples=BUDGET).ui()
+
+# %% [markdown]
+# Without a widget front end, the panel's states as text:
+
+# %%
+for gamma in [1.0, 0.5, 0.0]:
+    print(render_mixture(gamma, sizes=sizes, names=list(SOURCES), total_samples=BUDGET)["text"])
+
+# %% [markdown]
+# ## 2. A sampler that draws what its configuration says
+#
+# The weights are configuration, like a learning rate: `MixtureConfig` holds the sources, their
+# sizes, γ, the budget and the seed, derives the weights and a fingerprint, and is stored with the
+# run. `MixtureSampler` draws a source with the configured weights, then the next example of a
+# shuffled pass over that source (a new shuffle each epoch). The smoke test: the drawn
+# proportions must pass a chi-square goodness-of-fit test against the configured weights,
+# $X^2 = \sum_k (O_k - E_k)^2/E_k$ on $K-1$ degrees of freedom.
+
+# %%
+config = MixtureConfig(sources=tuple(SOURCES), sizes=tuple(sizes), gamma=0.5, total_samples=BUDGET, seed=SEED)
+sampler = MixtureSampler.from_config(config)
+sources, indices = sampler.sample(20_000)
+counts = torch.bincount(sources, minlength=len(sizes))
+stat, dof, p = chi_square_test(counts, config.weights)
+for name, c, w in zip(SOURCES, counts.tolist(), config.weights):
+    print(f"{name:>21}: drawn {c / 20_000:.3f}, configured {w:.3f}")
+print(f"chi-square {stat:.2f} on {dof} dof, p = {p:.2f}")
+assert_mixture_proportions(counts, config.weights)
+print("claim holds: the sampled proportions match the configured weights")
+
+# %% [markdown]
+# A loader that draws examples uniformly from the concatenated sources silently trains with γ = 1;
+# the same check refuses it:
+
+# %%
+g = torch.Generator().manual_seed(SEED)
+uniform_over_examples = torch.multinomial(torch.tensor(sizes, dtype=torch.float), 20_000, replacement=True, generator=g)
+try:
+    assert_mixture_proportions(torch.bincount(uniform_over_examples, minlength=len(sizes)), config.weights)
+except ContractError as err:
+    print("ContractError:", err)
+
+# %% [markdown]
+# The record a run keeps, and what happens when somebody edits the weights by hand:
+
+# %%
+record = config.to_dict()
+print(json.dumps(record))
+assert MixtureConfig.from_dict(record) == config
+edited = dict(record, weights=[0.4, 0.3, 0.2, 0.1])
+try:
+    MixtureConfig.from_dict(edited)
+except ContractError as err:
+    print("ContractError:", err)
+
+# %% [markdown]
+# ## 3. A low-resource domain
+#
+# Two synthetic domains with known distributions: a large one (4096 blocks of the cat world of
+# notebook 03) and a small one, only 24 blocks of a "letters" language (letter *k* is followed by
+# letters 3k+1, 3k+4 or 3k+7 mod 10 with probabilities 0.5, 0.3, 0.2, so its entropy rate is
+# known). One TinyCausalLM per γ, same steps and batch size, batches drawn by the mixture sampler.
+# We measure the loss on the small domain's training blocks and on fresh held-out blocks.
+
+# %%
+LETTERS = [chr(ord("A") + k) for k in range(10)]
+letters_table = {"<bos>": {x: 0.1 for x in LETTERS}}
+for k, x in enumerate(LETTERS):
+    letters_table[x] = {LETTERS[(3 * k + 1) % 10]: 0.5, LETTERS[(3 * k + 4) % 10]: 0.3, LETTERS[(3 * k + 7) % 10]: 0.2}
+big_world, small_world = MarkovWorld(tokenizer=tok), MarkovWorld(letters_table, tok)
+T, BS, STEPS = 20, 32, 150
+big_train = big_world.sample_blocks(4096, T, torch.Generator().manual_seed(SEED))
+small_train = small_world.sample_stream(24 * T, torch.Generator().manual_seed(SEED + 1), start="A").view(24, T)
+small_val = small_world.sample_stream(256 * T, torch.Generator().manual_seed(SEED + 2), start="B").view(256, T).to(DEVICE)
+big_val = big_world.sample_blocks(256, T, torch.Generator().manual_seed(SEED + 3)).to(DEVICE)
+H_small = small_world.entropy_rate()
+print(f"letters domain: {len(small_train)} training blocks, entropy rate {H_small:.2f} nats (the best held-out loss)")
+
+
+def lm_loss(model, x):
+    return causal_lm_loss(model(x), x)
+
+
+def eval_loss(model, x):
+    with torch.no_grad():
+        return float(causal_lm_loss(model(x.to(DEVICE)), x.to(DEVICE)))
+
+
+runs = {}
+for gamma in [0.0, 0.25, 0.5, 0.75, 1.0]:
+    cfg = MixtureConfig(("cat world", "letters"), (len(big_train), len(small_train)), gamma, STEPS * BS, seed=SEED)
+    sampler = MixtureSampler.from_config(cfg)
+    sources_of = (big_train, small_train)
+
+    def batch(step):
+        src, idx = sampler.sample(BS)
+        return torch.stack([sources_of[s][i] for s, i in zip(src.tolist(), idx.tolist())])
+
+    torch.manual_seed(SEED)
+    model = TinyCausalLM(len(tok), d_model=32, n_layers=2, n_heads=4, max_len=T)
+    fit(model, batch, lm_loss, steps=STEPS, lr=3e-3, desc=f"gamma {gamma}")
+    runs[gamma] = {"config": cfg.to_dict(), "epochs_small": sampler.epochs_seen()[1],
+                   "small_train": eval_loss(model, small_train), "small_val": eval_loss(model, small_val),
+                   "big_val": eval_loss(model, big_val)}
+print(f"{'gamma':>6}{'weight':>8}{'epochs':>8}{'train loss':>12}{'held-out':>10}{'gap':>7}{'large domain':>14}")
+for gamma, r in runs.items():
+    print(f"{gamma:>6.2f}{r['config']['weights'][1]:>8.3f}{r['epochs_small']:>8.1f}{r['small_train']:>12.2f}"
+          f"{r['small_val']:>10.2f}{r['small_val'] - r['small_train']:>7.2f}{r['big_val']:>14.2f}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+gammas = list(runs)
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.plot(gammas, [runs[g]["small_val"] for g in gammas], "o-", label="letters, held-out")
+ax.plot(gammas, [runs[g]["small_train"] for g in gammas], "o--", label="letters, training blocks")
+ax.plot(gammas, [runs[g]["big_val"] for g in gammas], "s-", label="cat world, held-out")
+ax.axhline(H_small, color="k", linestyle=":", linewidth=1, label="letters entropy (best possible)")
+ax.set_xlabel("gamma (0 = uniform over sources, 1 = by size)")
+ax.set_ylabel("loss (nats)")
+ax.set_title("Too little of the small domain underfits it; too much memorises it", fontsize=10)
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Claim.** The generalisation gap on the small domain (held-out minus training loss) grows as γ
+# falls: at γ = 0 its 24 blocks are repeated about a hundred times and memorised, and the held-out
+# loss rises far above the entropy. At γ = 1 the domain is barely seen. The best held-out loss is
+# in between. The large domain hardly notices at this budget.
+
+# %%
+gaps = [runs[g]["small_val"] - runs[g]["small_train"] for g in gammas]
+best = min(gammas, key=lambda g: runs[g]["small_val"])
+assert all(a > b - 0.1 for a, b in zip(gaps, gaps[1:])), "the gap shrinks as gamma grows"
+assert gaps[0] > 2.0 and gaps[-1] < 0.5
+assert 0 < best < 1, "the best held-out loss is at an intermediate gamma"
+assert runs[0.0]["small_val"] > runs[best]["small_val"] + 1.0 and runs[1.0]["small_val"] > runs[best]["small_val"] + 0.5
+assert max(r["big_val"] for r in runs.values()) - min(r["big_val"] for r in runs.values()) < 0.1
+print(f"claim holds: gap {gaps[0]:.2f} at gamma 0 -> {gaps[-1]:.2f} at gamma 1; best held-out "
+      f"{runs[best]['small_val']:.2f} at gamma {best}")
+
+# %% [markdown]
+# ## 4. Stages: continued pretraining breaks the SFT format, SFT repairs it
+#
+# A common pipeline is pretraining → SFT → (continued pretraining on a new domain) → ... Each stage
+# changes the data distribution and the objective. Here: pretrain on the cat world; SFT on chat
+# questions "C ?" whose answer is one digit then `<eos>` (the key→digit task of notebook 11,
+# answered correctly); continue pretraining on the letters domain (plenty of it now); then repair.
+# We measure the **format** (greedy answer = one digit then `<eos>`), the **accuracy** (the right
+# digit) and the loss on the letters domain after every stage. Two repairs: plain SFT, and SFT
+# mixed 50/50 with the letters domain through the same sampler.
+
+# %%
+qa = AnswerWorld(p_correct=1.0, length_probs_correct=(1.0, 0, 0, 0, 0), tokenizer=tok)
+sft_data = qa.sft_examples(1000, seed=SEED)
+letters_big = small_world.sample_stream(2048 * T, torch.Generator().manual_seed(SEED + 4), start="C").view(2048, T)
+chat_prompts = [tok.encode_chat([{"role": "user", "content": qa.prompt(k)}], add_generation_prompt=True)[0] for k in qa.KEYS]
+digits = {tok.stoi[str(d)] for d in range(10)}
+
+
+def sft_loss(model, batch):
+    return causal_lm_loss(model(batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids),
+                          batch.labels)
+
+
+def sft_batch(step):
+    return collate(sft_data[(step * BS) % len(sft_data):][:BS], tok.pad_id)
+
+
+def measure(model):
+    out = generate(model, chat_prompts, max_new_tokens=3, pad_id=tok.pad_id, eos_id=tok.eos_id)
+    fmt = [len(o) == 2 and o[0] in digits and o[1] == tok.eos_id for o in out]
+    acc = [f and tok.token(o[0]) == qa.answer(k) for f, o, k in zip(fmt, out, qa.KEYS)]
+    return {"format": sum(fmt) / len(fmt), "accuracy": sum(acc) / len(acc), "letters_loss": eval_loss(model, small_val),
+            "sample": tok.decode(out[2])}
+
+
+torch.manual_seed(SEED)
+model = TinyCausalLM(len(tok), d_model=32, n_layers=2, n_heads=4, max_len=T)
+stages = {}
+fit(model, lambda s: big_train[(s * BS) % 4096:][:BS], lm_loss, steps=100, lr=3e-3, desc="pretrain")
+stages["pretrain (cat world)"] = measure(model)
+fit(model, sft_batch, sft_loss, steps=80, lr=3e-3, desc="SFT")
+stages["SFT (chat answers)"] = measure(model)
+fit(model, lambda s: letters_big[(s * BS) % 2048:][:BS], lm_loss, steps=100, lr=3e-3, desc="continued pretraining")
+stages["continued pretraining (letters)"] = measure(model)
+after_cpt = copy.deepcopy(model)
+fit(model, sft_batch, sft_loss, steps=30, lr=3e-3, desc="SFT again")
+stages["SFT again"] = measure(model)
+
+repair = MixtureSampler([len(sft_data), len(letters_big)], [0.5, 0.5], seed=SEED)
+
+
+def mixed_batch(step):
+    src, idx = repair.sample(BS)
+    chat = [sft_data[i] for s, i in zip(src.tolist(), idx.tolist()) if s == 0]
+    text = [letters_big[i] for s, i in zip(src.tolist(), idx.tolist()) if s == 1]
+    return {"chat": collate(chat, tok.pad_id) if chat else None, "text": torch.stack(text) if text else None,
+            "n": (len(chat), len(text))}
+
+
+def mixed_loss(model, batch):
+    """Mean of the two sources' token means, weighted by how many examples each brought."""
+    n_chat, n_text = batch["n"]
+    total = 0.0
+    if n_chat:
+        total = total + n_chat * sft_loss(model, batch["chat"])
+    if n_text:
+        total = total + n_text * lm_loss(model, batch["text"])
+    return total / (n_chat + n_text)
+
+
+fit(after_cpt, mixed_batch, mixed_loss, steps=30, lr=3e-3, desc="SFT + letters")
+stages["SFT mixed with letters"] = measure(after_cpt)
+print(f"{'after stage':<34}{'format':>8}{'accuracy':>10}{'letters loss':>14}   answer to '{qa.prompt(qa.KEYS[2])}'")
+for name, s in stages.items():
+    print(f"{name:<34}{s['format']:>8.2f}{s['accuracy']:>10.2f}{s['letters_loss']:>14.2f}   {s['sample']}")
+
+# %% [markdown]
+# **Claim.** SFT teaches the format; continued pretraining on the new domain learns that domain
+# and wipes the format out; a short SFT restores it, but alone it also undoes much of the new
+# domain, while the mixed repair keeps both.
+
+# %%
+sft_s, cpt_s = stages["SFT (chat answers)"], stages["continued pretraining (letters)"]
+again_s, mixed_s = stages["SFT again"], stages["SFT mixed with letters"]
+assert sft_s["format"] > 0.9 and sft_s["accuracy"] > 0.8
+assert cpt_s["format"] < sft_s["format"] - 0.5, "continued pretraining damages the SFT format"
+assert cpt_s["letters_loss"] < sft_s["letters_loss"] - 2.0, "and learns the new domain"
+assert again_s["format"] > 0.9 and mixed_s["format"] > 0.9, "SFT again repairs the format"
+assert mixed_s["letters_loss"] < again_s["letters_loss"] - 0.5, "mixing the new domain into the repair keeps it"
+print(f"claim holds: format {sft_s['format']:.2f} -> {cpt_s['format']:.2f} -> {again_s['format']:.2f}; letters loss after "
+      f"the repair {again_s['letters_loss']:.2f} (plain) vs {mixed_s['letters_loss']:.2f} (mixed)")
+
+# %% [markdown]
+# ## 5. Try it
+#
+# **Exercise 1.** Write the temperature weights: given source sizes and γ, return one sampling
+# weight per source.
+
+# %%
+def my_mixture_weights(sizes, gamma):
+    ### BEGIN SOLUTION
+    n = torch.tensor(sizes, dtype=torch.float64) ** gamma
+    return n / n.sum()
+    ### END SOLUTION
+
+
+# %%
+# CHECK: 12-mixture-weights
+check_mixture_weights(my_mixture_weights)
+### BEGIN HIDDEN TESTS
+for gamma in (0.1, 0.9):
+    assert torch.allclose(torch.as_tensor(my_mixture_weights(sizes, gamma), dtype=torch.float64), mixture_weights(sizes, gamma))
+### END HIDDEN TESTS
+print("exercise 1: your weights are n^gamma / sum n^gamma")
+
+# %% [markdown]
+# **Exercise 2.** How many times is each source seen? Given the sizes, the weights and the number
+# of sampled examples, return the expected epochs per source.
+
+# %%
+def my_expected_epochs(sizes, weights, total_samples):
+    ### BEGIN SOLUTION
+    return torch.as_tensor(weights, dtype=torch.float64) * total_samples / torch.tensor(sizes, dtype=torch.float64)
+    ### END SOLUTION
+
+
+# %%
+# CHECK: 12-expected-epochs
+check_expected_epochs(my_expected_epochs)
+### BEGIN HIDDEN TESTS
+mine = torch.as_tensor(my_expected_epochs([len(big_train), len(small_train)], mixture_weights([4096, 24], 0.0), STEPS * BS))
+assert abs(float(mine[1]) - 0.5 * STEPS * BS / 24) < 1e-9
+### END HIDDEN TESTS
+print("exercise 2: your epochs are alpha_k * S / n_k")
+
+# %% [markdown]
+# ## Summary
+#
+# | measurement | what it shows |
+# |---|---|
+# | weights and epochs vs γ | lower γ up-samples small sources by repeating them |
+# | chi-square on 20,000 draws | the sampler draws the configured mixture; a size-proportional loader is caught |
+# | held-out loss vs γ | the mixture is a trade-off between not learning and memorising a small domain |
+# | format across stages | a later stage can undo an earlier one; repair with a mixture |
+#
+# This run's numbers:
+
+# %%
+print(f"{'smallest source epochs, gamma 1 -> 0':<44}{smallest[0]:.1f} -> {smallest[-1]:.1f}")
+print(f"{'sampler chi-square p-value':<44}{p:.2f}")
+print(f"{'letters held-out loss at gamma 0 / best / 1':<44}{runs[0.0]['small_val']:.2f} / {runs[best]['small_val']:.2f} "
+      f"(gamma {best}) / {runs[1.0]['small_val']:.2f}")
+print(f"{'format: SFT / after CPT / repaired':<44}{sft_s['format']:.2f} / {cpt_s['format']:.2f} / {again_s['format']:.2f}")
+print(f"{'letters loss after repair: plain / mixed':<44}{again_s['letters_loss']:.2f} / {mixed_s['letters_loss']:.2f}")
