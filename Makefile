@@ -48,7 +48,7 @@ test-seeds: setup
 	$(TEST_ENV) $(PY) tools/run_seeds.py --seeds $(or $(SEEDS),1 2) --jobs $(JOBS)
 
 bench: setup
-	$(TEST_ENV) $(PY) tools/bench.py --repeats $(or $(REPEATS),3) --notebook-repeats $(or $(NB_REPEATS),1)
+	$(TEST_ENV) $(PY) tools/bench.py --readme --repeats $(or $(REPEATS),3) --notebook-repeats $(or $(NB_REPEATS),1)
 
 book: setup
 	$(PY) tools/build_book.py --out book

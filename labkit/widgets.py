@@ -545,7 +545,8 @@ def render_scheduled_sampling(alpha_min: float = 0.75, shape: str = "linear", st
 
 
 class ScheduledSamplingPanel:
-    """Pick the schedule shape, alpha_min and the training step; the schedule and the mixed prefix re-render."""
+    """Pick the schedule shape, alpha_min and the training step (default: half-way through training);
+    the schedule and the mixed prefix re-render."""
 
     def __init__(self, example: dict | None = None, total_steps: int = 200, alpha_min: float = 0.75,
                  shape: str = "linear", step: int | None = None):
@@ -557,7 +558,7 @@ class ScheduledSamplingPanel:
         self.shape = W.ToggleButtons(options=list(ALPHA_SHAPES), value=shape, description="shape")
         self.alpha_min = W.FloatSlider(value=alpha_min, min=0.0, max=1.0, step=0.05, description="alpha_min",
                                        continuous_update=False)
-        self.step = W.IntSlider(value=total_steps if step is None else step, min=0, max=total_steps,
+        self.step = W.IntSlider(value=total_steps // 2 if step is None else step, min=0, max=total_steps,
                                 step=max(1, total_steps // 50), description="step", continuous_update=False)
         self.output = W.HTML()
         self.renders = 0

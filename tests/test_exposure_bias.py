@@ -263,9 +263,11 @@ def test_scheduled_sampling_panel_rerenders():
     from labkit.widgets import ScheduledSamplingPanel
 
     panel = ScheduledSamplingPanel()
-    assert panel.renders == 1 and panel.state["alpha"] == pytest.approx(0.75)
+    assert panel.renders == 1 and panel.state["alpha"] == pytest.approx(0.875)      # half-way down to 0.75
+    panel.step.value = panel.step.value + 3 * panel.step.step                           # as the browser test does
+    assert panel.renders == 2 and panel.state["alpha"] < 0.875
     panel.shape.value = "constant"
     panel.alpha_min.value = 0.0
     panel.step.value = 0
-    assert panel.renders == 4 and panel.state["alpha"] == 0.0 and panel.state["n_replaced"] == 2
+    assert panel.renders == 5 and panel.state["alpha"] == 0.0 and panel.state["n_replaced"] == 2
     assert panel.ui().children[0] is panel.shape

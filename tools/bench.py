@@ -166,6 +166,7 @@ def main() -> int:
     parser.add_argument("--notebook-repeats", type=int, default=1)
     parser.add_argument("--skip-notebooks", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
+    parser.add_argument("--readme", action="store_true", help="also put the table into README.md (between its bench markers)")
     args = parser.parse_args()
     rows = []
     if not args.skip_notebooks:
@@ -174,7 +175,16 @@ def main() -> int:
     rows += bench_training_step(args.repeats)
     rows += bench_collators(args.repeats)
     write(rows, args.out, machine())
-    print((args.out / "results.md").read_text())
+    table = (args.out / "results.md").read_text()
+    print(table)
+    if args.readme:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+        if start not in text or end not in text:
+            raise SystemExit(f"README.md lacks the markers {start} / {end}")
+        head, rest = text.split(start, 1)
+        readme.write_text(f"{head}{start}\n{table}{end}{rest.split(end, 1)[1]}")
     return 0
 
 
