@@ -296,11 +296,12 @@ from labkit.widgets import ScheduledSamplingPanel, render_scheduled_sampling  # 
 ScheduledSamplingPanel(example=example, total_steps=SS_STEPS, alpha_min=0.5).ui()
 
 # %% [markdown]
-# Without a widget front end, the panel at the end of a linear schedule down to $\alpha_{min}=0.5$,
+# Without a widget front end, the panel as it opens (half-way through a linear schedule down to
+# $\alpha_{min}=0.5$),
 # and the value of $\alpha$ along each shape:
 
 # %%
-print(render_scheduled_sampling(0.5, "linear", SS_STEPS, SS_STEPS, example)["text"])
+print(render_scheduled_sampling(0.5, "linear", SS_STEPS // 2, SS_STEPS, example)["text"])
 for shape in ["constant", "linear", "exponential", "inverse_sigmoid"]:
     print(f"{shape:>16}: " + " ".join(f"{alpha_schedule(s, SS_STEPS, shape, 0.5):.2f}" for s in range(0, SS_STEPS + 1, 25)))
 
