@@ -117,7 +117,9 @@ def bench_collators(repeats: int) -> list[dict]:
         bert_mask(ids, tok.mask_id, len(tok), special_ids=tok.special_ids, generator=g)
 
     pairs = {"MLM masking": (ours_mlm, lambda: mlm(examples)),
-             "flattening / packing": (lambda: pack(examples, max_len=sum(len(e["input_ids"]) for e in examples)),
+             # like DataCollatorWithFlattening: one row, positions and boundary labels, no [T, T] mask
+             "flattening / packing": (lambda: pack(examples, max_len=sum(len(e["input_ids"]) for e in examples),
+                                                   block_diagonal=False),
                                       lambda: flat(examples))}
     rows = []
     for name, (ours, theirs) in pairs.items():
