@@ -327,17 +327,13 @@ def write_instructions(path, n: int = 2000, seed: int = 0) -> str:
 def load_instructions(path=None) -> list[dict]:
     """Read the instruction JSONL (default: data/instructions.jsonl of the repository) and check
     every record: a user turn "task items..." followed by the assistant's correct answer."""
-    import json
     from pathlib import Path
 
+    from labkit.datafiles import jsonl_records
+
     path = Path(path) if path is not None else Path(__file__).resolve().parents[1] / "data" / "instructions.jsonl"
-    if not path.exists():
-        raise ContractError(f"{path} not found; fix: regenerate it with labkit.data.write_instructions(path)")
     records = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    for lineno, r in jsonl_records(path, "regenerate it with labkit.data.write_instructions(path)"):
         msgs = r.get("messages", [])
         if len(msgs) != 2 or [m.get("role") for m in msgs] != ["user", "assistant"]:
             raise ContractError(f"{path.name}:{lineno}: a record holds one user and one assistant message")

@@ -53,6 +53,27 @@ def regenerate_hint(name: str) -> str:
     return f"regenerate it with `python -m labkit.data regenerate {name}`"
 
 
+def jsonl_records(path, fix: str) -> list[tuple[int, object]]:
+    """(line number, object) for every non-blank line of a JSONL file (line numbers 1-based).
+
+    A missing file or a line that is not JSON raises a ContractError naming the file and line,
+    with `fix` (how to get a good file) appended.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ContractError(f"{path} not found; fix: {fix}")
+    out = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((lineno, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise ContractError(f"{path.name} line {lineno}: malformed JSON ({err.msg} at column {err.colno}); "
+                                f"fix: one JSON object per line, or {fix}") from None
+    return out
+
+
 def load_manifest(data_dir: Path = DATA_DIR) -> dict:
     path = Path(data_dir) / MANIFEST
     if not path.exists():

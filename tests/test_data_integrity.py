@@ -37,3 +37,17 @@ def test_missing_and_corrupted_files_are_named_with_the_fix(tmp_path):
     regenerate(name, data)
     regenerate(other, data, force=True)
     assert set(verify(data)) == set(GENERATORS)
+
+
+def test_loaders_name_the_line_of_malformed_json(tmp_path):
+    from labkit.data import load_instructions
+    from labkit.paradigms.preference import load_preferences
+
+    for loader, name in [(load_instructions, "instructions.jsonl"), (load_preferences, "preferences.jsonl")]:
+        bad = tmp_path / name
+        lines = (DATA_DIR / name).read_text().splitlines()[:3]
+        bad.write_text("\n".join([lines[0], "{not json", lines[2]]) + "\n")
+        with pytest.raises(ContractError, match=f"{name} line 2: malformed JSON"):
+            loader(bad)
+        with pytest.raises(ContractError, match="not found"):
+            loader(tmp_path / "missing.jsonl")

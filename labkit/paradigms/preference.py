@@ -109,18 +109,11 @@ def load_preferences(path=None) -> list[PreferenceRecord]:
     Blank lines are skipped. Malformed JSON, a missing or ill-typed field raise a ContractError
     naming the field and the line number (1-based), so a half-valid file is never half-used.
     """
+    from labkit.datafiles import jsonl_records
+
     path = Path(path) if path is not None else default_preferences_path()
-    if not path.exists():
-        raise ContractError(f"{path} not found; fix: regenerate it with labkit.paradigms.preference.write_preferences(path)")
     records = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ContractError(f"{path.name} line {lineno}: malformed JSON ({err.msg} at column {err.colno}); "
-                                "fix: one JSON object per line") from None
+    for lineno, obj in jsonl_records(path, "regenerate it with labkit.paradigms.preference.write_preferences(path)"):
         try:
             records.append(validate_record(obj, lineno))
         except ContractError as err:
