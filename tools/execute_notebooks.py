@@ -11,12 +11,17 @@ progress bars), so the stored outputs are the ones nbval compares against.
 """
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import jupytext
 from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from labkit.claims import read_ledger_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -37,9 +42,18 @@ def execute(py: Path) -> float:
     nb.metadata["kernelspec"] = KERNELSPEC
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
     start = time.perf_counter()
-    NotebookClient(nb, kernel_name="python3", timeout=600, startup_timeout=120, record_timing=False,
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    with tempfile.TemporaryDirectory() as tmp:
+        # every claim/check/compare the kernel makes is appended here (labkit.claims)
+        os.environ["LABKIT_LEDGER"] = ledger = os.path.join(tmp, "ledger.jsonl")
+        try:
+            NotebookClient(nb, kernel_name="python3", timeout=600, startup_timeout=120, record_timing=False,
+                           resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        finally:
+            os.environ.pop("LABKIT_LEDGER", None)
+        claims = read_ledger_file(ledger)
     seconds = time.perf_counter() - start
+    # the ledger of the committed run lives with the notebook (the .py header does not carry it)
+    nb.metadata["labkit"] = {"claims": claims}
     nb.metadata.pop("widgets", None)  # widget state differs on every run
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
