@@ -329,9 +329,9 @@ def load_instructions(path=None) -> list[dict]:
     every record: a user turn "task items..." followed by the assistant's correct answer."""
     from pathlib import Path
 
-    from labkit.datafiles import jsonl_records
+    from labkit.datafiles import DATA_DIR, jsonl_records
 
-    path = Path(path) if path is not None else Path(__file__).resolve().parents[1] / "data" / "instructions.jsonl"
+    path = Path(path) if path is not None else DATA_DIR / "instructions.jsonl"
     records = []
     for lineno, r in jsonl_records(path, "regenerate it with labkit.data.write_instructions(path)"):
         msgs = r.get("messages", [])

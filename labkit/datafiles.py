@@ -20,8 +20,17 @@ from pathlib import Path
 
 from labkit.checks import ContractError
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 MANIFEST = "MANIFEST.json"
+
+
+def _data_dir() -> Path:
+    """data/ of the checkout when labkit runs from one (editable install, tests, notebooks); otherwise
+    the copy the wheel ships as labkit/datasets (pip install from a git URL, Colab)."""
+    checkout = Path(__file__).resolve().parents[1] / "data"
+    return checkout if (checkout / MANIFEST).exists() else Path(__file__).resolve().parent / "datasets"
+
+
+DATA_DIR = _data_dir()
 GENERATOR_VERSION = 1
 # file name -> (generator "module:function" taking (path, **kwargs), kwargs)
 GENERATORS = {
@@ -49,7 +58,12 @@ def generate(name: str, path: Path) -> str:
     return sha256(path)
 
 
-def regenerate_hint(name: str) -> str:
+def regenerate_hint(name: str, edited: bool = False) -> str:
+    """How to get a good copy back. A file that differs from the manifest may hold someone's edits, so
+    `regenerate` keeps it unless --force: the hint for that case says so and gives the exact command."""
+    if edited:
+        return (f"if the edits are not yours to keep, replace it with `python -m labkit.data regenerate {name} --force` "
+                "(move it away first to keep a copy)")
     return f"regenerate it with `python -m labkit.data regenerate {name}`"
 
 
@@ -93,7 +107,7 @@ def verify(data_dir: Path = DATA_DIR) -> list[str]:
             problems.append(f"{name} is missing; {regenerate_hint(name)}")
         elif sha256(path) != entry["sha256"]:
             problems.append(f"{name} is corrupted or edited (sha256 {sha256(path)[:12]}… != manifest "
-                            f"{entry['sha256'][:12]}…); {regenerate_hint(name)}")
+                            f"{entry['sha256'][:12]}…); {regenerate_hint(name, edited=True)}")
     unlisted = sorted(p.name for p in data_dir.iterdir() if p.is_file() and p.name not in manifest
                       and p.name not in (MANIFEST, "README.md"))
     problems += [f"{name} is not in {MANIFEST}; add a generator to labkit.datafiles.GENERATORS" for name in unlisted]

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 # conda-forge names for PyPI names that differ
-CONDA_NAMES = {"torch": "pytorch-cpu"}
+CONDA_NAMES = {"torch": "pytorch"}
 
 
 def requirement_names(reqs):
