@@ -9,8 +9,17 @@ from __future__ import annotations
 import os
 
 __version__ = "0.1.0"
-IGNORE = -100
 DEFAULT_SEED = 0
+
+
+def __getattr__(name):
+    """IGNORE and ContractError live in labkit.contracts (the bottom module, which imports torch);
+    they are looked up on first use so that `import labkit` itself stays light."""
+    if name in ("IGNORE", "ContractError"):
+        from labkit import contracts
+
+        return getattr(contracts, name)
+    raise AttributeError(f"module 'labkit' has no attribute {name!r}")
 
 __all__ = ["IGNORE", "DEFAULT_SEED", "seed_everything", "device", "setup_notebook", "__version__"]
 
@@ -26,7 +35,7 @@ def seed_everything(seed: int | None = None) -> int:
     import numpy as np
     import torch
 
-    from labkit.checks import ContractError
+    from labkit.contracts import ContractError
 
     env = os.environ.get("LABKIT_SEED")
     if env is not None and env.strip() != "":
@@ -49,7 +58,7 @@ def device():
     """
     import torch
 
-    from labkit.checks import ContractError
+    from labkit.contracts import ContractError
 
     wanted = os.environ.get("LABKIT_DEVICE", "").strip().lower()
     if wanted not in ("", "cpu", "cuda"):

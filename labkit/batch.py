@@ -10,13 +10,18 @@ loss_mask (the auditable view of supervised positions) and weights (per sequence
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, fields
 from typing import Iterable, Mapping, Sequence
 
 import torch
 
-from labkit import IGNORE
-from labkit.checks import ContractError
+from labkit.contracts import IGNORE, ContractError, count, finite
+
+# keys an example dict may carry: what collate/pack read, plus metadata they pass over
+EXAMPLE_KEYS = ("input_ids", "labels", "weight", "attention_mask", "prompt_len")
+# keys the collator computes itself: an example that brings its own would have them dropped
+COMPUTED_KEYS = ("position_ids", "loss_mask")
 
 PAD_SIDES = ("right", "left")
 POSITION_POLICIES = ("mask", "arange")
@@ -87,20 +92,51 @@ def _as_list(seq, what: str) -> list[int]:
     if isinstance(seq, torch.Tensor):
         if seq.dim() != 1:
             raise ContractError(f"{what} must be a 1-D sequence of ids, got shape {tuple(seq.shape)}")
+        if seq.is_floating_point() or seq.dtype == torch.bool:
+            raise ContractError(f"{what} must hold integer token ids, got dtype {seq.dtype} (float ids would be "
+                                "truncated: 1.7 -> 1); fix: build it with dtype=torch.long")
         return seq.tolist()
     if isinstance(seq, (str, bytes)) or not isinstance(seq, Iterable):
         raise ContractError(f"{what} must be a list of token ids, got {type(seq).__name__}; fix: encode text with the tokenizer first")
     out = list(seq)
-    if not all(isinstance(v, int) or (hasattr(v, "__index__") and not isinstance(v, float)) for v in out):
-        raise ContractError(f"{what} must hold integer token ids")
+    bad = [v for v in out if isinstance(v, bool) or not (isinstance(v, int) or hasattr(v, "__index__"))]
+    if bad:
+        raise ContractError(f"{what} must hold integer token ids, got {bad[0]!r} ({type(bad[0]).__name__}); fix: "
+                            "encode text with the tokenizer, and never round float ids (1.7 would become 1)")
     return [int(v) for v in out]
+
+
+def _check_example_keys(ex: Mapping, i: int) -> None:
+    """Refuse keys that would be silently dropped: a misspelt 'labels' (the prompt would then be
+    trained), fields the collator computes itself, and an own attention_mask with padding in it."""
+    for key in ex:
+        if key in EXAMPLE_KEYS:
+            continue
+        if key in COMPUTED_KEYS:
+            raise ContractError(f"example {i} carries {key!r}, which the collator computes itself (it would be dropped); "
+                                f"fix: remove {key!r} from the example (positions: collate(positions=...) or pack())")
+        near = difflib.get_close_matches(str(key), EXAMPLE_KEYS, n=1, cutoff=0.6)
+        if near and near[0] not in ex:
+            raise ContractError(f"example {i} has the key {key!r}, which nothing reads; did you mean {near[0]!r}? Without "
+                                f"it, {'labels default to a copy of input_ids and every token (prompt included) is trained' if near[0] == 'labels' else near[0] + ' takes its default'}; "
+                                f"fix: rename {key!r} to {near[0]!r}")
+    if "attention_mask" in ex:
+        mask = _as_list(ex["attention_mask"], f"example {i} attention_mask")
+        if len(mask) != len(_as_list(ex["input_ids"], f"example {i} input_ids")) or any(m != 1 for m in mask):
+            raise ContractError(f"example {i} carries its own attention_mask with padding or a different length; the "
+                                "collator builds the mask from the lengths, so those pads would be read and trained; fix: "
+                                "pass the unpadded tokens only (drop the padding and the attention_mask)")
 
 
 def _example_ids_labels(ex, i: int) -> tuple[list[int], list[int]]:
     """Example i (a dict with input_ids and optional labels) -> (ids, labels); labels default to
     a copy of input_ids (the loss shifts) and must align with them position by position."""
     if not isinstance(ex, Mapping) or "input_ids" not in ex:
-        raise ContractError(f"example {i} has no 'input_ids'; fix: examples are dicts like {{'input_ids': [...], 'labels': [...]}}")
+        near = difflib.get_close_matches("input_ids", [str(k) for k in ex], n=1, cutoff=0.6) if isinstance(ex, Mapping) else []
+        hint = f" (is {near[0]!r} a misspelling?)" if near else ""
+        raise ContractError(f"example {i} has no 'input_ids'{hint}; fix: examples are dicts like "
+                            "{'input_ids': [...], 'labels': [...]}")
+    _check_example_keys(ex, i)
     ids = _as_list(ex["input_ids"], f"example {i} input_ids")
     labels = _as_list(ex["labels"], f"example {i} labels") if ex.get("labels") is not None else list(ids)
     if len(labels) != len(ids):
@@ -169,11 +205,14 @@ def collate(examples: Sequence[Mapping], pad_id: int | None, side: str = "right"
         ids, labels = _example_ids_labels(ex, i)
         ids_list.append(ids)
         label_list.append(labels)
-        weights.append(float(ex.get("weight", 1.0)))
+        weights.append(finite(ex.get("weight", 1.0), f"example {i} weight", low=0.0))
     input_ids, attention_mask = pad(ids_list, pad_id, side)
     labels, _ = pad(label_list, IGNORE, side)
     pos = position_ids_from_mask(attention_mask) if positions == "mask" else arange_positions(input_ids)
     has_weights = any("weight" in ex for ex in examples)
+    if has_weights and sum(weights) == 0:
+        raise ContractError("every example has weight 0: the weighted mean would be 0/0; fix: give the examples that "
+                            "should count a positive weight")
     return Batch(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, labels=labels,
                  loss_mask=labels.ne(IGNORE).long(),
                  weights=torch.tensor(weights) if has_weights else None)
@@ -189,9 +228,8 @@ def pack(examples: Sequence[Mapping], max_len: int, block_diagonal: bool = True,
     to itself. block_diagonal=False returns the plain [B,T] padding mask: documents in a row can
     read each other.
     """
-    if max_len < 1:
-        raise ContractError(f"max_len must be >= 1, got {max_len}")
-    docs = []
+    max_len = count(max_len, "max_len")
+    docs, doc_weights = [], []
     for i, ex in enumerate(examples):
         ids, labels = _example_ids_labels(ex, i)
         if not ids:
@@ -199,6 +237,7 @@ def pack(examples: Sequence[Mapping], max_len: int, block_diagonal: bool = True,
         if len(ids) > max_len:
             raise ContractError(f"example {i} has {len(ids)} tokens > max_len={max_len}; fix: truncate or split documents first, or raise max_len")
         docs.append((ids, [IGNORE] + labels[1:]))
+        doc_weights.append(finite(ex.get("weight", 1.0), f"example {i} weight", low=0.0))
     if not docs:
         raise ContractError("pack() got no examples")
     rows: list[list[tuple[list[int], list[int]]]] = []
@@ -231,8 +270,14 @@ def pack(examples: Sequence[Mapping], max_len: int, block_diagonal: bool = True,
         attention_mask = (same_doc & causal) | torch.eye(T, dtype=torch.bool)
     else:
         attention_mask = (~padding).long()
+    weights = None
+    if any("weight" in ex for ex in examples):   # per-example weights become per-token weights [B,T]
+        if sum(doc_weights) == 0:
+            raise ContractError("every example has weight 0: the weighted mean would be 0/0")
+        table = torch.tensor([0.0] + doc_weights)
+        weights = table[document_ids + 1]
     return Batch(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                 labels=labels, loss_mask=labels.ne(IGNORE).long(), document_ids=document_ids)
+                 labels=labels, loss_mask=labels.ne(IGNORE).long(), weights=weights, document_ids=document_ids)
 
 
 def unpack(batch: Batch) -> list[dict]:

@@ -8,11 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
-IGNORE = -100
-
-
-class ContractError(ValueError):
-    """A broken data/objective contract. The message names the contract and the fix."""
+from labkit.contracts import IGNORE, ContractError  # noqa: F401  (re-exported: older imports keep working)
 
 
 @dataclass(frozen=True)

@@ -334,14 +334,39 @@ def load_instructions(path=None) -> list[dict]:
     path = Path(path) if path is not None else DATA_DIR / "instructions.jsonl"
     records = []
     for lineno, r in jsonl_records(path, "regenerate it with labkit.data.write_instructions(path)"):
-        msgs = r.get("messages", [])
-        if len(msgs) != 2 or [m.get("role") for m in msgs] != ["user", "assistant"]:
-            raise ContractError(f"{path.name}:{lineno}: a record holds one user and one assistant message")
-        task, *items = msgs[0]["content"].split()
-        if task != r.get("task") or msgs[1]["content"].split() != instruction_answer(task, items):
-            raise ContractError(f"{path.name}:{lineno}: the assistant's answer is not the task's answer; fix: regenerate the file")
-        records.append(r)
+        records.append(validate_instruction(r, f"{path.name} line {lineno}"))
+    if not records:
+        raise ContractError(f"{path.name} holds no instruction records; fix: regenerate it with "
+                            "labkit.data.write_instructions(path)")
     return records
+
+
+def validate_instruction(r, where: str) -> dict:
+    """One instruction record: {"task": str, "messages": [{"role": "user", "content": "task items..."},
+    {"role": "assistant", "content": the task's answer}]}; anything else raises a ContractError naming
+    `where` (file and line) and the field."""
+    fix = "fix: regenerate the file (labkit.data.write_instructions) or repair that record"
+    if not isinstance(r, dict):
+        raise ContractError(f"{where}: a record is a JSON object, got {type(r).__name__}; {fix}")
+    for field, kind in (("task", str), ("messages", list)):
+        if field not in r:
+            raise ContractError(f"{where}: field {field!r} is missing; {fix}")
+        if not isinstance(r[field], kind):
+            raise ContractError(f"{where}: field {field!r} must be a {kind.__name__}, got {type(r[field]).__name__}; {fix}")
+    msgs = r["messages"]
+    if len(msgs) != 2 or not all(isinstance(m, dict) for m in msgs) or [m.get("role") for m in msgs] != ["user", "assistant"]:
+        raise ContractError(f"{where}: field 'messages' holds one user and one assistant message (in that order); {fix}")
+    for k, m in enumerate(msgs):
+        if not isinstance(m.get("content"), str):
+            raise ContractError(f"{where}: messages[{k}] has no text 'content'; {fix}")
+    if r["task"] not in INSTRUCTION_TASKS:
+        raise ContractError(f"{where}: unknown task {r['task']!r}; known: {INSTRUCTION_TASKS}; {fix}")
+    task, *items = msgs[0]["content"].split() or [""]
+    if task != r["task"] or not items:
+        raise ContractError(f"{where}: the user message must read '{r['task']} item item ...'; {fix}")
+    if msgs[1]["content"].split() != instruction_answer(task, items):
+        raise ContractError(f"{where}: the assistant's answer is not the task's answer; {fix}")
+    return r
 
 
 # ----------------------------------------------------------------------------- digits and their captions

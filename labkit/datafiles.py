@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, text_file
 
 MANIFEST = "MANIFEST.json"
 
@@ -76,8 +76,9 @@ def jsonl_records(path, fix: str) -> list[tuple[int, object]]:
     path = Path(path)
     if not path.exists():
         raise ContractError(f"{path} not found; fix: {fix}")
+    text_file(path, "data file")   # a folder, an empty file, or a non-UTF-8 file (latin-1) is refused by name
     out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, count, tensor
 
 
 class Block(nn.Module):
@@ -61,6 +61,8 @@ class TinyTransformer(nn.Module):
     def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
                  max_len: int = 64, causal: bool = True, window: int | None = None, dropout: float = 0.0):
         super().__init__()
+        vocab_size, d_model, n_layers = count(vocab_size, "vocab_size"), count(d_model, "d_model"), count(n_layers, "n_layers")
+        n_heads, max_len = count(n_heads, "n_heads"), count(max_len, "max_len")
         if d_model % n_heads:
             raise ContractError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         if window is not None and window < 1:
@@ -117,6 +119,14 @@ class TinyTransformer(nn.Module):
 
     def hidden_states(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         """[B,T] ids -> [B,T,d] final hidden states (after the last LayerNorm)."""
+        input_ids = tensor(input_ids, "input_ids")
+        if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+            raise ContractError(f"input_ids must be integer token ids, got {input_ids.dtype} (float ids would be "
+                                "truncated: 1.7 -> 1); fix: build them with dtype=torch.long")
+        if attention_mask is not None:
+            attention_mask = tensor(attention_mask, "attention_mask")
+        if position_ids is not None:
+            position_ids = tensor(position_ids, "position_ids")
         if input_ids.dim() != 2:
             raise ContractError(f"input_ids must be [B,T], got {tuple(input_ids.shape)}")
         B, T = input_ids.shape

@@ -12,9 +12,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from labkit import IGNORE
-from labkit.checks import ContractError
 from labkit.checks import fail_exercise as _fail
+from labkit.contracts import IGNORE, ContractError, binary_mask, finite, tensor, weight_tensor
 
 REDUCTIONS = ("token_mean", "sequence_mean", "sum", "batch_mean")
 
@@ -58,28 +57,41 @@ def reduce(token_losses: torch.Tensor, mask: torch.Tensor, how: str = "token_mea
     """
     if how not in REDUCTIONS:
         raise ContractError(f"unknown reduction {how!r}; fix: one of {REDUCTIONS}")
+    token_losses, mask = tensor(token_losses, "token_losses"), binary_mask(mask, "mask")
     if token_losses.dim() != 2 or mask.shape != token_losses.shape:
         raise ContractError(f"reduce() needs [B,T] losses and a [B,T] mask, got {tuple(token_losses.shape)} and {tuple(mask.shape)}")
+    if not token_losses.is_floating_point():
+        raise ContractError(f"token_losses must be floating point, got {token_losses.dtype}")
     B, T = token_losses.shape
+    if B * T == 0:
+        raise ContractError(f"reduce() got an empty batch {(B, T)}: every mean would be 0/0; fix: skip empty batches")
     m = mask.to(token_losses.dtype)
+    bad = ~torch.isfinite(token_losses) & mask.bool()
+    if bad.any():
+        raise ContractError(f"token losses are NaN or inf at {int(bad.sum())} supervised positions; fix: find the NaN "
+                            "(logits, a -inf mask on a target) before reducing")
+    # a non-finite loss at an unsupervised position is not part of the objective: select, never multiply by 0
+    # (0 * inf = NaN would poison the sum)
+    token_losses = torch.where(mask.bool(), token_losses, torch.zeros_like(token_losses))
     if weights is None:
         w = torch.ones_like(m)
-    elif weights.shape == (B,):
-        w = weights.to(token_losses.dtype)[:, None].expand(B, T)
-    elif weights.shape == (B, T):
-        w = weights.to(token_losses.dtype)
     else:
-        raise ContractError(f"weights must be [B]={B} or [B,T]={(B, T)}, got {tuple(weights.shape)}")
-    if (w < 0).any():
-        raise ContractError("weights must be non-negative")
+        weights = weight_tensor(weights, "weights")
+        if weights.shape == (B,):
+            w = weights.to(token_losses.dtype)[:, None].expand(B, T)
+        elif weights.shape == (B, T):
+            w = weights.to(token_losses.dtype)
+        else:
+            raise ContractError(f"weights must be [B]={B} or [B,T]={(B, T)}, got {tuple(weights.shape)}")
     total = (w * m * token_losses).sum()
     if denominator is not None:
         if how == "sequence_mean":
             raise ContractError("an explicit denominator replaces the token count; it does not combine with how='sequence_mean'")
-        den = torch.as_tensor(denominator, dtype=token_losses.dtype, device=token_losses.device)
-        if float(den) <= 0:
-            raise ContractError(f"denominator must be positive, got {float(den)}; fix: count the target tokens of the whole "
+        value = finite(denominator, "denominator")
+        if value <= 0:
+            raise ContractError(f"denominator must be positive, got {value}; fix: count the target tokens of the whole "
                                 "accumulated / distributed batch (labels != -100)")
+        den = torch.as_tensor(value, dtype=token_losses.dtype, device=token_losses.device)
         return Reduced(total / den, den)
     if how == "sum":
         return Reduced(total, torch.ones((), dtype=token_losses.dtype, device=token_losses.device))
@@ -91,6 +103,9 @@ def reduce(token_losses: torch.Tensor, mask: torch.Tensor, how: str = "token_mea
         if float(m.sum()) == 0:
             raise ContractError("batch has no supervised target tokens (all labels are -100); token_mean would be 0/0. "
                                 "Fix: check the masks, or pass the global denominator= when this is one micro-batch of many")
+        if float(den) == 0:
+            raise ContractError("every supervised token has weight 0: token_mean would be 0/0; fix: positive weights on "
+                                "the tokens that should count")
         return Reduced(total / den, den)
     # sequence_mean
     per_seq_count = m.sum(-1)

@@ -1,12 +1,17 @@
 """The inputs each public function refuses. One source for the test (each must raise
 ContractError) and for the README's bad-input table (tools/bad_input_table.py), so the table
 stays true. Each case is the call itself, as text; it is evaluated in NAMESPACE."""
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import torch
 
 from labkit import IGNORE
 from labkit.batch import Batch, collate, pack, pad, position_ids_from_mask
 from labkit.checks import assert_golden_shift, assert_has_targets, assert_masked_targets, assert_prompt_masked, audit
-from labkit.data import KBackSource, MarkovWorld
+from labkit.data import KBackSource, MarkovWorld, load_instructions
 from labkit.dist import run_ranks
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import ar_example, causal_lm_loss, completion_example, generate
@@ -28,6 +33,15 @@ def external(record):
 def shifting_loss(logits, labels):
     return causal_lm_loss(logits, labels, shift=True)
 
+
+# files a student might pass: empty, a folder, latin-1 text, records with missing fields
+FILES = Path(tempfile.mkdtemp(prefix="labkit-bad-inputs-"))
+empty_file, folder = FILES / "empty.jsonl", FILES / "a_folder"
+latin1_file, broken_record = FILES / "latin1.jsonl", FILES / "broken.jsonl"
+empty_file.write_text("")
+folder.mkdir(exist_ok=True)
+latin1_file.write_bytes('{"task": "copy", "note": "caf\u00e9"}\n'.encode("latin-1"))
+broken_record.write_text(json.dumps({"task": "copy", "messages": [{"role": "user", "content": "copy 1 2"}]}) + "\n")
 
 NAMESPACE = dict(globals())
 
@@ -66,4 +80,35 @@ CASES = [
     "random_mask(ids2x3, p=1.5, mask_id=3)",
     "run_ranks(lambda rank, world_size: rank, world_size=2)",
     "render_shift('model')",
+    # misspelt or dropped fields: the prompt (or the pads) would be trained silently
+    "collate([{'input_ids': [5, 210, 7], 'lables': [-100, -100, 7]}], pad_id=0)",
+    "collate([{'input_ids': [5, 210, 7], 'label': [-100, -100, 7]}], pad_id=0)",
+    "collate([{'input_ids': [5, 7, 0], 'attention_mask': [1, 1, 0]}], pad_id=0)",
+    "collate([{'input_ids': [5, 7], 'position_ids': [3, 4]}], pad_id=0)",
+    # ids that are not integer ids
+    "collate([{'input_ids': [1.7, 2]}], pad_id=0)",
+    "collate([{'input_ids': torch.tensor([1.7, 2.0])}], pad_id=0)",
+    "model(torch.tensor([[1.7, 2.0]]))",
+    "model([[1, 2]])",
+    "model(np.array([[1, 2]]))",
+    "model('the cat')",
+    "model(torch.tensor([[1, 2, 3]]), attention_mask=torch.ones(1, 4))",
+    # weights and denominators that make a mean 0/0 or NaN
+    "collate([{'input_ids': [1, 2], 'weight': 0}], pad_id=0)",
+    "collate([{'input_ids': [1, 2], 'weight': float('nan')}], pad_id=0)",
+    "reduce(torch.ones(2, 3), torch.ones(2, 3), weights=torch.zeros(2))",
+    "reduce(torch.ones(2, 3), torch.ones(2, 3), denominator=float('inf'))",
+    "reduce(torch.ones(0, 3), torch.ones(0, 3))",
+    # labels (-100) or soft values where a 0/1 mask is expected
+    "reduce(torch.ones(2, 3), torch.tensor([[5, -100, 3], [-100, 2, 2]]))",
+    "reduce(torch.ones(2, 3), torch.full((2, 3), 0.5))",
+    "reduce(torch.tensor([[1.0, float('nan')]]), torch.ones(1, 2))",
+    # sizes given as text
+    "pack([{'input_ids': [1, 2]}], max_len='8')",
+    "TinyCausalLM('16')",
+    # files: empty, a folder, not UTF-8, a record missing a field
+    "load_instructions(empty_file)",
+    "load_instructions(folder)",
+    "load_instructions(latin1_file)",
+    "load_instructions(broken_record)",
 ]
