@@ -184,8 +184,8 @@ def same_shape(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None
                             "build both from the same padded examples")
 
 
-def text_file(path, name: str = "file") -> Path:
-    """An existing, non-empty, UTF-8 text file; returns its Path."""
+def text_file(path, name: str = "file", allow_empty: bool = False) -> Path:
+    """An existing UTF-8 text file (non-empty unless allow_empty); returns its Path."""
     if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
         raise ContractError(f"{name} must be a path (str or pathlib.Path), got {type(path).__name__}")
     p = Path(path)
@@ -194,7 +194,7 @@ def text_file(path, name: str = "file") -> Path:
     if p.is_dir():
         raise ContractError(f"{name} {p} is a folder, not a file; fix: name the file inside it")
     data = p.read_bytes()
-    if not data.strip():
+    if not data.strip() and not allow_empty:
         raise ContractError(f"{name} {p} is empty; fix: regenerate it or point at a file with records")
     try:
         data.decode("utf-8")

@@ -76,7 +76,8 @@ def jsonl_records(path, fix: str) -> list[tuple[int, object]]:
     path = Path(path)
     if not path.exists():
         raise ContractError(f"{path} not found; fix: {fix}")
-    text_file(path, "data file")   # a folder, an empty file, or a non-UTF-8 file (latin-1) is refused by name
+    text_file(path, "data file", allow_empty=True)   # a folder or a non-UTF-8 file (latin-1) is refused by name;
+    # an empty file reaches the loader, which says which records it expected
     out = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
