@@ -1,5 +1,6 @@
 """The project's own contracts: dependencies in step, notebook pairs in sync and executed, CI wiring."""
 import json
+import sys
 import re
 import tomllib
 from pathlib import Path
@@ -95,3 +96,30 @@ def test_ci_and_readme_use_the_same_commands():
     assert "make test" in readme and "make lab" in readme
     for nb in notebook_pairs():
         assert nb.name in readme, f"README's notebook map lacks {nb.name}"
+
+
+def test_lab_settings_turn_the_news_popup_off(tmp_path):
+    """`make lab` greets a newcomer with the README, not with JupyterLab's news pop-up."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import setup_env
+
+    setup_env.configure_lab(tmp_path)
+    settings = json.loads((tmp_path / "share/jupyter/lab/settings/overrides.json").read_text())
+    news = settings["@jupyterlab/apputils-extension:notification"]
+    assert news["fetchNews"] == "false" and news["checkForUpdates"] is False
+
+
+def test_nbval_waits_patiently_for_outputs():
+    """nbval's hard-coded 5 s wait for a finished cell's output is raised by the root conftest."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("root_conftest", ROOT / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+
+    class Cell:
+        output_timeout = 5
+
+    cell = Cell()
+    conftest.pytest_itemcollected(cell)
+    assert cell.output_timeout >= 60

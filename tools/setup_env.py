@@ -15,7 +15,7 @@ Order of work, so that a second run takes about a second:
 3. `pip install -e .[dev]` runs when pyproject.toml changed since the last successful run
    (a stamp file in the venv records its hash).
 4. JupyterLab is told (inside the venv only) to open Markdown files rendered, so `make lab`
-   shows the notebook map as a page.
+   shows the notebook map as a page, and not to greet a newcomer with a news pop-up.
 """
 from __future__ import annotations
 
@@ -102,7 +102,9 @@ def configure_lab(venv_dir: Path) -> None:
     settings = venv_dir / "share/jupyter/lab/settings"
     settings.mkdir(parents=True, exist_ok=True)
     overrides = settings / "overrides.json"
-    wanted = {"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Markdown Preview"}}}
+    wanted = {"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Markdown Preview"}},
+              # no news pop-up and no update check for a newcomer (and nothing fetched from the network)
+              "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
     if not overrides.exists() or json.loads(overrides.read_text() or "{}") != wanted:
         overrides.write_text(json.dumps(wanted, indent=2) + "\n")
 
@@ -123,6 +125,7 @@ def main() -> None:
     py = ensure_venv(venv_dir)
     stamp = venv_dir / ".labkit-setup"
     if stamp.exists() and stamp.read_text().strip() == project_hash() and can_import(py, "torch"):
+        configure_lab(venv_dir)   # cheap: keeps the lab's settings current in an existing venv
         log(f"{venv_dir.name} is up to date")
         return
     ensure_torch(py)
