@@ -6,7 +6,8 @@ A number "needs backing" when it is written with a decimal point (0.74, 1.5×) o
 (17.5%, 100%). It is backed when it equals, at the precision it is written with, a number of the
 notebook's ledger (`metadata.labkit.claims`: values, thresholds, margins, per-seed arms, means,
 spreads, intervals; percentages also as fractions), or when it is a literal of the notebook's code
-(a hyper-parameter such as lr 0.002 or ε = 0.1). Integers are counts and settings, not checked.
+(a hyper-parameter such as lr 0.002 or ε = 0.1). Integers are counts and settings, not checked, and
+neither is the level of an interval ("95% CI").
 README's notebook map is checked row by row against the ledger of the row's notebook.
 """
 from __future__ import annotations
@@ -68,6 +69,8 @@ def prose_numbers(text: str) -> list[tuple[str, float, int, bool]]:
     found = []
     for m in NUMBER.finditer(text):
         num, pct = m.group(1), bool(m.group(2))
+        if pct and re.match(r"\s*(?:t-)?(?:CI|confidence|interval|two-sided)", text[m.end():m.end() + 20]):
+            continue   # "a 95% interval" names a method, not a measurement
         if "." not in num and not pct:
             continue
         decimals = len(num.split(".")[1]) if "." in num else 0
