@@ -20,31 +20,38 @@
 #
 # 1. its gradient with respect to the logits is $p - \text{onehot}(y)$: read off one example, then
 #    checked against autograd on random batches;
-# 2. the temperature panel: a slider for $T$ redraws the softmax and the gradient, for six candidate
-#    words and for a 2048-token vocabulary, so you can watch a single target push on every logit;
+# 2. temperature: every logit receives a push at any $T$; what $T$ changes is *how the push is
+#    shared*, which we measure as the share held by the $k$ strongest competitors, for six candidate
+#    words and for a 2048-token vocabulary (with a slider);
 # 3. large vocabularies: `labkit.reduce.chunked_cross_entropy` gives the same loss and the same
-#    gradients as the full-logits path without ever holding the $[N, V]$ logits, and we measure
-#    the memory and time of both for $V \in \{8\text{k}, 32\text{k}, 128\text{k}\}$, $N = 4096$, $d = 256$;
+#    gradients as the full-logits path without ever holding the $[N, V]$ logits; we measure the peak
+#    memory of one training step of both for $V \in \{8\text{k}, 16\text{k}, 32\text{k}\}$ and how it
+#    scales with $V$;
 # 4. `ignore_index`: the mean is over supervised tokens, and the count is part of the answer;
 # 5. two exercises.
 #
-# **Runtime:** about 50 s on a laptop CPU (2 cores), 40 s of it the vocabulary benchmark
-# (one training step of each path at three vocabulary sizes); a few seconds on a GPU.
+# Every number the notebook asserts goes through `labkit.claims`: `check` for identities,
+# `claim` for measured effects with a visible threshold; the ledger is printed at the end.
+#
+# **Runtime:** about 20 s on a laptop CPU (2 cores), half of it the memory measurement.
 
 # %%
 import tracemalloc
 
+import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
-from IPython.display import HTML, display
 
 import labkit
 from labkit import IGNORE
-from labkit.paradigms.supervised import ce_logit_grad, check_ce_grad, check_chunked_logsumexp
-from labkit.reduce import (ce_memory_benchmark, chunked_cross_entropy, full_logits_cross_entropy, measure_peak_memory,
-                           reduce, token_cross_entropy)
-from labkit.widgets import DEMO_CLASS_LOGITS, DEMO_CLASS_NAMES, DEMO_CLASS_TARGET, TemperaturePanel, render_temperature
+from labkit.claims import check, claim, ledger, summary
+from labkit.paradigms.distillation import log_log_slope   # least-squares slope of log y on log x
+from labkit.paradigms.supervised import (ce_logit_grad, check_ce_grad, check_chunked_logsumexp, competitors_holding,
+                                         temperature_push)
+from labkit.reduce import (CHUNK_ELEMENTS, ce_memory_benchmark, chunked_cross_entropy, full_logits_cross_entropy,
+                           measure_peak_memory, reduce, token_cross_entropy)
+from labkit.widgets import DEMO_CLASS_LOGITS, DEMO_CLASS_NAMES, DEMO_CLASS_TARGET, demo_vocab_logits
 
 SEED, DEVICE = labkit.setup_notebook()
 
@@ -79,14 +86,18 @@ print(f"{'word':>5} {'logit':>6} {'p':>6} {'onehot':>7} {'p - onehot':>11} {'aut
 for k, word in enumerate(DEMO_CLASS_NAMES):
     print(f"{word:>5} {z[k].item():>6.2f} {p[k].item():>6.3f} {onehot[k].item():>7.0f} {(p - onehot)[k].item():>+11.3f} "
           f"{z.grad[k].item():>+9.3f}")
-print(f"\nsum of the gradient: {abs(z.grad.sum().item()):.3f} (what the target gains, the others lose)")
-assert torch.allclose(z.grad, p - onehot, atol=1e-7)
+check("01.grad_one_example", (z.grad - (p - onehot)).abs().max().item(), 0, 1e-7, fmt=".0f",
+      text="max |autograd - (p - onehot)| over the 6 words")
+_ = check("01.grad_sums_to_zero", abs(z.grad.sum().item()), 0, 1e-6, fmt=".0f",
+          text="|sum of the gradient| (what the target gains, the others lose)")
 
 # %% [markdown]
 # The largest push down is on *cat*, the word the model preferred: the gradient corrects the most
-# probable competitor most. Now the claim on random batches, with the mean reduction (each row's
+# probable competitor most. Now the identity on random batches, with the mean reduction (each row's
 # gradient is divided by the number of supervised rows $n$) and some rows ignored (`-100`):
-# `ce_logit_grad` is the formula written out, autograd is torch's own backward.
+# `ce_logit_grad` is the formula written out, autograd is torch's own backward. (The differences are
+# float64 rounding; their last digits depend on the CPU, so the check prints them at the precision
+# of its tolerance.)
 
 # %%
 gen = torch.Generator().manual_seed(SEED)
@@ -101,42 +112,99 @@ for trial in range(50):
     F.cross_entropy(zz, labels, ignore_index=IGNORE).backward()
     worst_grad = max(worst_grad, (zz.grad - ce_logit_grad(logits, labels)).abs().max().item())
 print(f"50 random batches (N up to 63, K up to 499, 20% of rows ignored): max |autograd - (p - onehot)/n| {below(worst_grad)}")
-assert worst_grad < 1e-6
-print("claim holds: the cross-entropy gradient is (p - onehot) / n, ignored rows get exactly 0")
+_ = check("01.grad_vs_autograd", worst_grad, 0, 1e-12, fmt=".0f",
+          text="max |autograd - (p - onehot)/n| over 50 float64 batches, ignored rows included")
 
 # %% [markdown]
-# ## 2. The temperature panel
+# ## 2. Temperature: every logit is pushed, T decides how the push is shared
 #
 # Dividing the logits by a temperature, $p = \operatorname{softmax}(z / T)$, changes the gradient to
-# $(p - \text{onehot}) / T$. The panel draws both for the six words above and for one position over a
-# 2048-token vocabulary (logits decaying like a Zipf law, target = the 21st most likely token). Move
-# $T$ and read three things: the gradient always sums to 0 (the target's gain is the others' loss);
-# at $T \ge 1$ every one of the 2048 logits receives a gradient; at low $T$ the push concentrates on the
-# few strongest competitors, at high $T$ it spreads over the whole vocabulary.
+# $(p - \text{onehot}) / T$. The target's logit is pulled up by $(1 - p_y)/T$, and **every** other logit
+# $k$ is pushed down by $p_k / T$, which is positive at any $T$: no logit is ever left out. What $T$
+# changes is how that push is shared among the competitors. We measure it on one position over a
+# 2048-token vocabulary (logits decaying like a Zipf law, target = the 21st most likely token) as
+# the **share of the total push held by the $k$ strongest competitors**, with $k$ = `TOP` below, and as
+# the number of competitors needed to hold half of it.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-panel = TemperaturePanel()
-panel.ui()
+TOP, HALF = 10, 0.5                                   # the k of "top-k share", and the share for "competitors holding half"
+z_vocab = demo_vocab_logits(2048, seed=SEED)
+VOCAB_TARGET = 20
+pushes = {T: temperature_push(z_vocab, VOCAB_TARGET, T, top=TOP) for T in (0.3, 1.0, 3.0)}
+print(f"{'T':>4} | {'p(target)':>9} | {'smallest push p_k/T':>19} | {f'share of the top {TOP}':>16} | "
+      f"{'competitors holding ' + format(HALF, '.0%'):>24}")
+for T, s in pushes.items():
+    print(f"{T:>4} | {s['p'][VOCAB_TARGET].item():>9.4f} | {s['push'].min().item():>19.1e} | {s['top_share']:>16.3f} | "
+          f"{competitors_holding(s['cum_share'], HALF):>24}")
+for T, s in pushes.items():
+    check(f"01.every_logit_pushed_T{T:g}", int((s["push"] > 0).sum()), len(z_vocab) - 1, 0, fmt=".0f",
+          text=f"other logits with a nonzero push at T={T:g}")
+_ = check("01.push_balances_pull", max(abs(s["grad_sum"]) for s in pushes.values()), 0, 1e-12, fmt=".0f",
+          text="max |sum of the gradient| over the three T")
 
 # %% [markdown]
-# The panel's states as text (what a saved notebook shows without a widget front end):
+# **Claim.** At low temperature the push sits on a few competitors: at $T = 0.3$ the 10 strongest
+# take nearly all of it. At high temperature it spreads over the vocabulary: at $T = 3$ the same 10
+# take a small share, and it takes hundreds of competitors to hold half of it. $T = 1$ lies between.
 
 # %%
-states = {T: render_temperature(T) for T in (0.3, 1.0, 3.0)}
-for T, s in states.items():
-    print(s["text"])
+claim("01.top10_share_T0.3", pushes[0.3]["top_share"], above=0.9, fmt=".3f",
+      text=f"share of the push on the {TOP} strongest competitors at T=0.3")
+claim("01.top10_share_T1", pushes[1.0]["top_share"], between=(0.2, 0.6), fmt=".3f",
+      text=f"share of the push on the {TOP} strongest competitors at T=1")
+claim("01.top10_share_T3", pushes[3.0]["top_share"], below=0.1, fmt=".3f",
+      text=f"share of the push on the {TOP} strongest competitors at T=3")
+_ = claim("01.half_push_competitors_T3", competitors_holding(pushes[3.0]["cum_share"], HALF), above=100, fmt=".0f",
+          text="competitors holding half of the push at T=3", control="the same at T=0.3",
+          control_value=competitors_holding(pushes[0.3]["cum_share"], HALF))
 
-v = {T: s["vocab"] for T, s in states.items()}
-assert all(abs(s["classes"]["grad_sum"]) < 1e-12 and abs(s["vocab"]["grad_sum"]) < 1e-12 for s in states.values())
-assert v[1.0]["moved"] == v[3.0]["moved"] == 2048 and v[0.3]["moved"] < 200
-assert v[0.3]["top_share"] > 0.95 > 0.5 > v[1.0]["top_share"] > 0.2 > 0.1 > v[3.0]["top_share"]
-print(f"claim holds: at T=1 all 2048 logits move; the 10 strongest competitors take {v[0.3]['top_share']:.0%} of the push at "
-      f"T=0.3, {v[1.0]['top_share']:.0%} at T=1, {v[3.0]['top_share']:.0%} at T=3")
+# %% [markdown]
+# The two views side by side: on the left, the push each of the 2047 other logits receives, by rank
+# (log scale: none is zero); on the right, the share of the total push held by the $k$ strongest
+# competitors, as a function of $k$.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-display(HTML(states[0.3]["html"] + states[3.0]["html"]))
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+for T, s in pushes.items():
+    ranks = range(1, len(s["push"]) + 1)
+    axes[0].plot(ranks, s["push"].numpy(), label=f"T = {T:g}")
+    axes[1].plot(ranks, s["cum_share"].numpy(), label=f"T = {T:g}")
+axes[0].set(xscale="log", yscale="log", xlabel="competitor rank k (by push)", ylabel="push p_k / T",
+            title="push on each of the 2047 other logits (all > 0)")
+axes[1].axvline(TOP, color="k", ls=":", lw=1, label=f"k = {TOP}")
+axes[1].set(xscale="log", xlabel="k strongest competitors", ylabel="share of the total push",
+            title="share of the push held by the k strongest competitors")
+for ax in axes:
+    ax.legend(fontsize=8)
+fig.suptitle(f"one position, V = {len(z_vocab)}, target = rank {VOCAB_TARGET + 1}", fontsize=10)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Try it.** The slider redraws both for any $T$, next to the gradient on the six words of section 1.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+def draw_temperature(T=1.0, k=TOP):
+    """The six words' gradient and the vocabulary's top-k push share at temperature T."""
+    words = temperature_push(torch.tensor(DEMO_CLASS_LOGITS), DEMO_CLASS_TARGET, T, top=1)
+    vocab = temperature_push(z_vocab, VOCAB_TARGET, T, top=k)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    colors = ["#2e7d32" if i == DEMO_CLASS_TARGET else "#5c85d6" for i in range(len(DEMO_CLASS_NAMES))]
+    axes[0].bar(DEMO_CLASS_NAMES, words["grad"].numpy(), color=colors)
+    axes[0].set_title(f"6 words, T = {T:.2f}: gradient (p - onehot) / T, target 'mat'", fontsize=9)
+    axes[1].plot(range(1, len(vocab["cum_share"]) + 1), vocab["cum_share"].numpy())
+    axes[1].axvline(k, color="k", ls=":", lw=1)
+    axes[1].set(xscale="log", xlabel="k strongest competitors", ylim=(0, 1.02))
+    axes[1].set_title(f"V = {len(z_vocab)}, T = {T:.2f}: share of the push on the top k "
+                      f"(top {k}: {vocab['top_share']:.0%})", fontsize=9)
+    fig.tight_layout()
+    plt.show()
+
+
+_ = W.interact(draw_temperature, T=W.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.05, continuous_update=False),
+               k=W.IntSlider(value=TOP, min=1, max=200, continuous_update=False))
 
 # %% [markdown]
 # ## 3. Large vocabularies: chunked cross-entropy
@@ -173,13 +241,16 @@ for chunk in (1, 100, 1000, N):
     worst_chunk[chunk] = max(abs(loss.item() - ref.item()), (gh - ref_gh).abs().max().item(), (gw - ref_gw).abs().max().item())
     print(f"chunk {chunk:>4} rows: loss {loss.item():.4f} (full {ref.item():.4f}) | max |difference| in loss and both "
           f"gradients {below(worst_chunk[chunk])}")
-assert max(worst_chunk.values()) < 1e-5
+check("01.chunked_equals_full", max(worst_chunk.values()), 0, 1e-5, fmt=".0f",
+      text="max |chunked - full| in loss and both gradients, chunk sizes 1, 100, 1000, N (float32)")
 # [B, T, d] hidden states and [B, T] labels work too, and reduction="sum" skips the 1/n
 loss_bt = chunked_cross_entropy(hidden.view(32, 64, d), weight, labels.view(32, 64), 256)
 loss_sum = chunked_cross_entropy(hidden, weight, labels, 256, reduction="sum")
 n_sup = int(labels.ne(IGNORE).sum())
-assert abs(loss_bt.item() - ref.item()) < 1e-5 and abs(loss_sum.item() / n_sup - ref.item()) < 1e-5
-print(f"claim holds: chunked and full paths agree {below(max(worst_chunk.values()))} (loss and gradients, every chunk size)")
+check("01.chunked_batched_shapes", abs(loss_bt.item() - ref.item()), 0, 1e-5, fmt=".0f",
+      text="|chunked loss on [B, T, d] - full loss|")
+_ = check("01.chunked_sum_reduction", abs(loss_sum.item() / n_sup - ref.item()), 0, 1e-5, fmt=".0f",
+          text="|chunked sum / n supervised - full mean|")
 
 # %% [markdown]
 # ### Measuring memory honestly on a CPU
@@ -200,67 +271,94 @@ traced = tracemalloc.get_traced_memory()[1]
 tracemalloc.stop()
 measured = measure_peak_memory(make_64mib, "cpu")
 print(f"tracemalloc peak: {traced / 2**20:.2f} MiB | {measured.method}: {measured.peak_bytes / 2**20:.2f} MiB")
-assert traced < 2**20 and abs(measured.peak_bytes - 64 * 2**20) < 2**20
+check("01.profiler_sees_64mib", measured.peak_bytes / 2**20, 64, 1, fmt=".1f", text="profiler peak of a 64 MiB tensor (MiB)")
+_ = claim("01.tracemalloc_blind", round(traced / 2**20, 2), below=1,   # Python's own bookkeeping varies by a few KiB
+          text="tracemalloc peak of the same (MiB, to 0.01)")
 
 # %% [markdown]
-# ### The benchmark
+# ### The measurement
 #
-# One training step (loss + backward) of each path for $V$ = 8192, 32768 and 131072, $N = 4096$,
-# $d = 256$, 10% of labels ignored, measured once each on this notebook's device. (One repetition
-# keeps the notebook within its time budget; the memory numbers do not vary between runs on a CPU,
-# the times do.)
+# One training step (loss + backward) of each path for $V$ = 8192, 16384 and 32768, $N = 2048$,
+# $d = 64$, 10% of labels ignored, measured once each on this notebook's device (the memory numbers
+# do not vary between runs on a CPU). These sizes keep the notebook's own memory far below 2 GiB;
+# the full-size pair ($N = 4096$, $d = 256$, $V$ up to 128k, where the full path needs several GiB)
+# is measured by `make bench` (`tools/bench.py`, table in `bench/results.md`).
+#
+# The chunked path's block is sized by a budget of `CHUNK_ELEMENTS` logits (`chunk_size=None`):
+# rows $= \lfloor 2^{24} / V \rfloor$, so the block stays the same size however large $V$ grows. What
+# still grows with $V$ is the gradient of `weight`, $[V, d]$, which any path must return.
 
 # %%
-# NBVAL_IGNORE_OUTPUT
-bench = ce_memory_benchmark((8192, 32768, 131072), n_tokens=4096, d_model=256, device=DEVICE, seed=SEED)
+VS, N_BENCH, D_BENCH = (8192, 16384, 32768), 2048, 64
+bench = ce_memory_benchmark(VS, n_tokens=N_BENCH, d_model=D_BENCH, device=DEVICE, seed=SEED)
 by = {(r["V"], r["path"]): r for r in bench}
-print(f"memory read with: {bench[0]['method']}")
-print(f"{'V':>7} | {'full: time':>10} {'CPU':>6} | {'chunked: time':>13} {'CPU':>6}")
-for V_ in (8192, 32768, 131072):
+MiB = 2**20
+print(f"memory read with: {bench[0]['method']}; chunk budget {CHUNK_ELEMENTS} logits = {CHUNK_ELEMENTS * 4 / MiB:.0f} MiB")
+print(f"{'V':>6} {'[N,V] logits':>13} {'full path peak':>15} {'chunked peak':>13} {'chunked / full':>15}   (MiB)")
+for V_ in VS:
     f, c = by[V_, "full"], by[V_, "chunked"]
-    print(f"{V_:>7} | {f['seconds']:>9.2f}s {f['cpu_seconds']:>5.1f}s | {c['seconds']:>12.2f}s {c['cpu_seconds']:>5.1f}s")
+    print(f"{V_:>6} {f['logits_bytes'] / MiB:>13.0f} {f['peak_bytes'] / MiB:>15.1f} {c['peak_bytes'] / MiB:>13.1f} "
+          f"{c['peak_bytes'] / f['peak_bytes']:>15.3f}")
+_ = check("01.bench_same_loss", max(abs(by[V_, "full"]["loss"] - by[V_, "chunked"]["loss"]) for V_ in VS), 0, 1e-4, fmt=".0f",
+          text="max |full - chunked| loss over the three V")
 
 # %% [markdown]
-# The memory table (MiB) next to the size of one float32 $[N, V]$ logits matrix:
+# **Claim.** At the largest $V$ the full path holds at least two $[N, V]$ float32 matrices at its
+# peak (the measured peak is three: plausibly the logits, the log-probabilities autograd saves and
+# their gradient), while the chunked path stays below a quarter of its peak. Over $V$, the full
+# path's peak grows in proportion to $V$ (log-log slope near 1), the chunked path's barely grows:
+# its block is fixed, and the check below confirms that all of its growth is the $[V, d]$ weight
+# gradient.
 
 # %%
-MiB = 2**20
-print(f"{'V':>7} {'[N,V] logits':>13} {'full path peak':>15} {'chunked peak':>13} {'chunked / full':>15}")
-for V_ in (8192, 32768, 131072):
-    f, c = by[V_, "full"], by[V_, "chunked"]
-    print(f"{V_:>7} {f['logits_bytes'] / MiB:>13.0f} {f['peak_bytes'] / MiB:>15.0f} {c['peak_bytes'] / MiB:>13.0f} "
-          f"{c['peak_bytes'] / f['peak_bytes']:>15.3f}")
-big_full, big_chunk = by[131072, "full"], by[131072, "chunked"]
-ratio = big_chunk["peak_bytes"] / big_full["peak_bytes"]
-assert all(abs(by[V_, "full"]["loss"] - by[V_, "chunked"]["loss"]) < 1e-4 for V_ in (8192, 32768, 131072))
-assert big_full["peak_bytes"] >= 2 * big_full["logits_bytes"], "the full path holds at least two [N, V] tensors at its peak"
-assert big_chunk["peak_bytes"] < big_full["logits_bytes"] / 4
-assert ratio < 0.25
-print(f"claim holds: at V = 131072 the chunked path peaks at {big_chunk['peak_bytes'] / MiB:.0f} MiB, "
-      f"{ratio:.3f} of the full path's {big_full['peak_bytes'] / MiB:.0f} MiB (same loss, same gradients)")
+big = max(VS)
+full_peaks = [by[V_, "full"]["peak_bytes"] for V_ in VS]
+chunk_peaks = [by[V_, "chunked"]["peak_bytes"] for V_ in VS]
+
+
+claim("01.full_holds_logits", by[big, "full"]["peak_bytes"] / by[big, "full"]["logits_bytes"], above=2, fmt=".2f",
+      text=f"full path peak / one [N, V] float32 at V={big}")
+claim("01.chunked_vs_full_peak", by[big, "chunked"]["peak_bytes"] / by[big, "full"]["peak_bytes"], below=0.25, fmt=".3f",
+      text=f"chunked / full peak memory at V={big}", control="full path peak (MiB)",
+      control_value=by[big, "full"]["peak_bytes"] / MiB)
+claim("01.full_peak_slope", log_log_slope(VS, full_peaks), between=(0.9, 1.1), fmt=".3f",
+      text="log-log slope of the full path's peak over V")
+claim("01.chunked_peak_slope", log_log_slope(VS, chunk_peaks), below=0.25, fmt=".3f",
+      text="log-log slope of the chunked path's peak over V")
+_ = check("01.chunked_growth_is_weight_grad", (chunk_peaks[-1] - chunk_peaks[0]) / MiB,
+          (VS[-1] - VS[0]) * D_BENCH * 4 / MiB, 0.5, fmt=".1f",
+          text=f"chunked peak at V={VS[-1]} minus at V={VS[0]} (MiB; expected: the growth of the [V, d] float32 gradient)")
+
+# %% [markdown]
+# The time of each step, on this machine, right now (it varies with the machine and its load; the
+# chunked path does one extra matrix product, the full path writes and reads the big matrices):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-Vs = [8192, 32768, 131072]
+print(f"{'V':>6} | {'full: time':>10} {'CPU':>6} | {'chunked: time':>13} {'CPU':>6}")
+for V_ in VS:
+    f, c = by[V_, "full"], by[V_, "chunked"]
+    print(f"{V_:>6} | {f['seconds']:>9.2f}s {f['cpu_seconds']:>5.1f}s | {c['seconds']:>12.2f}s {c['cpu_seconds']:>5.1f}s")
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 for path, color in (("full", "#e57373"), ("chunked", "#5c85d6")):
-    axes[0].plot(Vs, [by[V_, path]["peak_bytes"] / MiB for V_ in Vs], "o-", color=color, label=f"{path} path")
-    axes[1].plot(Vs, [by[V_, path]["seconds"] for V_ in Vs], "o-", color=color, label=f"{path} path")
-axes[0].plot(Vs, [4096 * V_ * 4 / MiB for V_ in Vs], "k:", label="one [N, V] float32")
-for ax, title in zip(axes, ["peak memory of one step (MiB)", "time of one step (s)"]):
+    axes[0].plot(VS, [by[V_, path]["peak_bytes"] / MiB for V_ in VS], "o-", color=color, label=f"{path} path")
+    axes[1].plot(VS, [by[V_, path]["seconds"] for V_ in VS], "o-", color=color, label=f"{path} path")
+axes[0].plot(VS, [N_BENCH * V_ * 4 / MiB for V_ in VS], "k:", label="one [N, V] float32")
+for ax, title in zip(axes, ["peak memory of one training step (MiB)", "wall time of one training step (s)"]):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("vocabulary size V")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-fig.suptitle(f"N = 4096, d = 256, on {DEVICE.type}", fontsize=10)
+fig.suptitle(f"loss + backward, N = {N_BENCH}, d = {D_BENCH}, on {DEVICE.type}", fontsize=10)
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# On a CPU the chunked step costs about the same time as the full one: it does one extra matrix
-# product, but it never writes and re-reads gigabytes of fresh memory. On a GPU the same trade gives
-# the headroom that larger batches or longer sequences need.
+# We make no claim about time here: a single CPU run under shared load is not a timing measurement.
+# What the design trades is clear from the code: one extra $[N, d] \times [d, V]$ product against never
+# allocating the $[N, V]$ matrices. On a GPU, the memory saved is the headroom that larger batches or
+# longer sequences need.
 #
 # ## 4. `ignore_index`: the mean is over supervised tokens
 #
@@ -286,10 +384,12 @@ print(f"F.cross_entropy(ignore_index=-100):          {torch_mean.item():.4f}")
 print(f"naive mean over all {labels.numel()} positions:          {naive.item():.4f}  "
       f"(= token mean x {int(mean.denominator)}/{labels.numel()})")
 chunked = chunked_cross_entropy(logits.view(-1, 10), torch.eye(10), labels.view(-1), 4)   # hidden @ I.T = the logits
-assert abs(mean.value.item() - torch_mean.item()) < 1e-6 and abs(chunked.item() - torch_mean.item()) < 1e-5
-assert abs(naive.item() - mean.value.item() * int(mean.denominator) / labels.numel()) < 1e-6
-print(f"claim holds: the mean divides by the {int(mean.denominator)} supervised tokens (chunked CE too); "
-      f"the naive mean is {naive.item() / mean.value.item():.2f} of it")
+check("01.token_mean_is_torchs", abs(mean.value.item() - torch_mean.item()), 0, 1e-6, fmt=".0f",
+      text="|token mean - F.cross_entropy(ignore_index=-100)|")
+check("01.chunked_ignores_too", abs(chunked.item() - torch_mean.item()), 0, 1e-5, fmt=".0f",
+      text="|chunked CE - F.cross_entropy(ignore_index=-100)|")
+_ = check("01.naive_mean_shrinks", naive.item() / mean.value.item(), int(mean.denominator) / labels.numel(), 1e-6, fmt=".3f",
+          text="naive mean / token mean (expected: supervised / all positions)")
 
 # %% [markdown]
 # ## 5. Try it
@@ -348,19 +448,15 @@ print("exercise 2: your logsumexp matches torch's, stays finite, and never holds
 #
 # | measurement | result |
 # |---|---|
-# | CE gradient vs autograd | $(p - \text{onehot})/n$, equal to float64 precision |
-# | temperature | low $T$: the push sits on a few competitors; $T \ge 1$: every logit of the vocabulary moves |
-# | chunked CE | same loss and gradients; a small fraction of the full path's peak memory at $V = 128\text{k}$ |
+# | CE gradient vs autograd | $(p - \text{onehot})/n$, equal to float64 rounding (a check, not a claim) |
+# | temperature | every logit is pushed at any $T$; low $T$ puts the push on a few competitors, high $T$ spreads it over hundreds |
+# | chunked CE | same loss and gradients; the full path holds $[N, V]$ matrices (peak ∝ $V$), the chunked path a fixed block |
 # | `ignore_index` | the mean divides by the supervised count |
 #
-# This run's numbers:
+# This run's ledger: every claim with its threshold and margin (the checks are identities, each printed
+# above with its tolerance):
 
 # %%
-print(f"{'CE gradient: max |autograd - (p - onehot)/n|':<52} {below(worst_grad)}")
-print(f"{'temperature: push share of the top-10 competitors':<52} T=0.3 {v[0.3]['top_share']:.2f} | T=1 {v[1.0]['top_share']:.2f} "
-      f"| T=3 {v[3.0]['top_share']:.2f}")
-for V_ in (8192, 32768, 131072):
-    print(f"{f'peak memory at V={V_} (MiB)':<52} full {by[V_, 'full']['peak_bytes'] / MiB:.0f} | "
-          f"chunked {by[V_, 'chunked']['peak_bytes'] / MiB:.0f}")
-print(f"{'chunked / full peak memory at V=131072':<52} {ratio:.3f}")
-print(f"{'ignore_index: supervised tokens / all positions':<52} {int(mean.denominator)}/{labels.numel()}")
+claims_only = [r for r in ledger() if r["kind"] != "check"]
+_ = summary(claims_only)
+print(f"and {len(ledger()) - len(claims_only)} checks, all within tolerance")

@@ -173,7 +173,8 @@ def test_render_temperature_gradient_is_autograds(T):
 
 def test_temperature_spreads_the_push():
     low, mid, high = (render_temperature(T)["vocab"] for T in (0.3, 1.0, 3.0))
-    assert low["moved"] < mid["moved"] == high["moved"] == 2048
+    # every logit receives a gradient at any T (p_k > 0); what changes is where the push goes
+    assert all(bool((s["grad"] != 0).all()) for s in (low, mid, high))
     assert low["top_share"] > mid["top_share"] > high["top_share"]
     assert low["entropy"] < mid["entropy"] < high["entropy"]
 

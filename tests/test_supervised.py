@@ -9,7 +9,8 @@ from labkit.checks import ContractError
 from labkit.data import AnnotatorWorld, FindingsWorld, imbalanced_blobs, thin_classes
 from labkit.paradigms.supervised import (ce_decomposition, ce_logit_grad, check_ce_grad, check_chunked_logsumexp,
                                          check_class_weighted_ce, check_multilabel_loss, class_balanced_weights,
-                                         expected_calibration_error, f1_per_label, majority_vote, multilabel_bce,
+                                         class_mass_at_prior, competitors_holding, expected_calibration_error, f1_per_label,
+                                         majority_law, majority_vote, multilabel_bce, temperature_push,
                                          normalise_multi_hot, reliability, risk_shares, single_label_ce, smoothed_targets,
                                          soft_target_ce, vote_distribution, weighted_ce)
 
@@ -155,6 +156,55 @@ def test_votes_and_majority():
         vote_distribution(votes.float(), 3)
     with pytest.raises(ContractError, match="lie in"):
         vote_distribution(votes, 2)
+
+
+def test_majority_law_is_exact():
+    q = torch.tensor([[0.7, 0.3, 0, 0], [0.25, 0.25, 0.25, 0.25], [1.0, 0, 0, 0], [0.5, 0.2, 0.2, 0.1]])
+    law = majority_law(q, 5)
+    assert torch.allclose(law.sum(-1), torch.ones(4)) and torch.allclose(law[1], torch.full((4,), 0.25))
+    binom = sum(torch.distributions.Binomial(5, torch.tensor(0.7)).log_prob(torch.tensor(float(k))).exp() for k in (3, 4, 5))
+    assert law[0, 0] == pytest.approx(float(binom), abs=1e-6) and law[0, 2:].eq(0).all() and law[2, 0] == 1
+    # A = 4: a 2-2 tie is split evenly, as majority_vote breaks it uniformly at random
+    assert majority_law(q[:1], 4)[0, 0] == pytest.approx(0.7**4 + 4 * 0.7**3 * 0.3 + 0.5 * 6 * 0.7**2 * 0.3**2, abs=1e-6)
+    g = torch.Generator().manual_seed(0)
+    votes = torch.multinomial(q[3:].repeat(20000, 1), 5, replacement=True, generator=g)
+    freq = torch.bincount(majority_vote(votes, 4, g), minlength=4).float() / 20000
+    assert torch.allclose(freq, law[3], atol=0.015)
+    with pytest.raises(ContractError, match="probability rows"):
+        majority_law(torch.tensor([[0.5, 0.6]]), 3)
+
+
+def test_temperature_push_every_logit_moves_and_shares():
+    z = torch.tensor([3.0, 2.2, 1.5, 1.0, 0.0, -1.0], dtype=torch.float64)
+    for T in (0.1, 1.0, 5.0):
+        s = temperature_push(z, 1, T, top=2)
+        zz = z.clone().requires_grad_()
+        F.cross_entropy((zz / T)[None], torch.tensor([1])).backward()
+        assert torch.allclose(s["grad"], zz.grad, atol=1e-12) and abs(s["grad_sum"]) < 1e-12
+        assert (s["push"] > 0).all() and len(s["push"]) == 5 and s["cum_share"][-1] == pytest.approx(1.0)
+        assert s["top_share"] == pytest.approx(float(s["push"][:2].sum() / s["push"].sum()))
+    low, high = (temperature_push(z, 1, T, top=1) for T in (0.2, 5.0))
+    assert low["top_share"] > 0.9 > 0.3 > high["top_share"]
+    assert competitors_holding(low["cum_share"], 0.5) == 1 and competitors_holding(high["cum_share"], 0.9) >= 4
+    assert competitors_holding(torch.tensor([0.25, 0.5, 1.0], dtype=torch.float64), 0.5) == 2
+    with pytest.raises(ContractError, match="T must be > 0"):
+        temperature_push(z, 1, 0.0)
+    with pytest.raises(ContractError, match="share"):
+        competitors_holding(low["cum_share"], 0.0)
+
+
+def test_class_mass_at_prior():
+    labels = torch.tensor([0, 0, 1, 1])
+    probs = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.2, 0.8], [0.2, 0.8]])
+    same = class_mass_at_prior(probs, labels, torch.tensor([0.5, 0.5]))
+    assert torch.allclose(same["count_ratio"], torch.tensor([1.1, 0.9], dtype=torch.float64))
+    assert same["leak_share"][0] == pytest.approx(0.2 / 1.1)
+    # a population where class 0 is rare (1 in 10): its 0.2 leak on the many class-1 items now dominates
+    rare = class_mass_at_prior(probs, labels, torch.tensor([0.1, 0.9]))
+    assert rare["count_ratio"][0] == pytest.approx((0.1 * 0.9 + 0.9 * 0.2) / 0.1)
+    assert rare["leak_share"][0] == pytest.approx(0.18 / 0.27)
+    with pytest.raises(ContractError, match="every class"):
+        class_mass_at_prior(probs[:2], labels[:2], torch.tensor([0.5, 0.5]))
 
 
 def test_reliability_and_ece():

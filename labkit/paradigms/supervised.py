@@ -18,8 +18,8 @@ from labkit.reduce import Reduced, reduce
 
 __all__ = ["single_label_ce", "soft_target_ce", "multilabel_bce", "normalise_multi_hot", "smoothed_targets",
            "ce_decomposition", "class_balanced_weights", "weighted_ce", "risk_shares", "vote_distribution",
-           "majority_vote", "reliability", "expected_calibration_error", "f1_per_label", "ce_logit_grad",
-           "check_ce_grad", "check_chunked_logsumexp", "check_multilabel_loss", "check_class_weighted_ce"]
+           "majority_vote", "majority_law", "reliability", "expected_calibration_error", "f1_per_label",
+           "ce_logit_grad", "temperature_push", "competitors_holding", "class_mass_at_prior", "check_ce_grad", "check_chunked_logsumexp", "check_multilabel_loss", "check_class_weighted_ce"]
 
 
 # ----------------------------------------------------------------------------- target contracts
@@ -174,6 +174,43 @@ def ce_logit_grad(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
     return g * valid[:, None] / n
 
 
+def temperature_push(logits: torch.Tensor, target: int, T: float = 1.0, top: int = 10) -> dict:
+    """Where one target's gradient goes at temperature T, for one position with logits z [V].
+
+    loss = -log softmax(z / T)[target]; d loss / d z = (p - onehot(target)) / T with p = softmax(z / T).
+    The target's logit gets -(1 - p_y) / T (descent raises it); every other logit k gets the push
+    p_k / T > 0 (descent lowers it): all V - 1 others receive a gradient at any T, only its
+    distribution over them changes. Returns {"p" [V], "grad" [V], "push" [V-1] (the others'
+    gradients, sorted from the strongest competitor down), "cum_share" [V-1] (share of the total push
+    held by the k strongest competitors, k = 1..V-1), "top_share" (cum_share at k = top), "top",
+    "grad_sum" (0: the target's gain is the others' loss)}. float64 throughout.
+    """
+    if not T > 0:
+        raise ContractError(f"temperature T must be > 0, got {T}")
+    z = torch.as_tensor(logits, dtype=torch.float64).flatten()
+    V = len(z)
+    if not 0 <= int(target) < V or not 1 <= int(top) <= V - 1:
+        raise ContractError(f"need 0 <= target < {V} and 1 <= top <= {V - 1}, got target {target}, top {top}")
+    p = (z / T).softmax(-1)
+    grad = p.clone()
+    grad[int(target)] -= 1
+    grad = grad / T
+    others = torch.ones(V, dtype=torch.bool)
+    others[int(target)] = False
+    push = grad[others].sort(descending=True).values
+    cum = push.cumsum(0) / push.sum()
+    return {"p": p, "grad": grad, "push": push, "cum_share": cum, "top_share": float(cum[int(top) - 1]),
+            "top": int(top), "grad_sum": float(grad.sum())}
+
+
+def competitors_holding(cum_share: torch.Tensor, share: float) -> int:
+    """The smallest k whose k strongest competitors hold at least `share` of the push
+    (cum_share from temperature_push)."""
+    if not 0 < share <= 1:
+        raise ContractError(f"share must lie in (0, 1], got {share}")
+    return int((cum_share < share - 1e-12).sum()) + 1
+
+
 # ----------------------------------------------------------------------------- weights and reductions
 
 def class_balanced_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -243,6 +280,32 @@ def majority_vote(votes: torch.Tensor, n_classes: int, generator: torch.Generato
     return (top * (1 + noise)).argmax(-1)
 
 
+def majority_law(q: torch.Tensor, n_annotators: int) -> torch.Tensor:
+    """The law of the majority vote when n_annotators vote independently from q: [N, K] -> [N, K].
+
+    Exact: sums the multinomial probability of every vote-count vector c (sum_k c_k = A) onto its
+    most voted class (a tie split evenly between the tied classes, as majority_vote breaks it
+    uniformly). Sharper than q: with q = (0.7, 0.3) and 5 annotators the majority says class 0
+    with probability 0.84. This is what a model trained on majority votes is asked to learn.
+    """
+    if q.dim() != 2 or (q < 0).any() or ((q.sum(-1) - 1).abs() > 1e-4).any():
+        raise ContractError(f"q must be [N, K] probability rows, got {tuple(q.shape)}")
+    A, K = int(n_annotators), q.shape[1]
+    if A < 1:
+        raise ContractError(f"n_annotators must be >= 1, got {A}")
+    import itertools
+
+    counts = torch.tensor([c for c in itertools.product(range(A + 1), repeat=K) if sum(c) == A], dtype=torch.float64)
+    if len(counts) > 200_000:
+        raise ContractError(f"{len(counts)} vote patterns for K={K}, A={A}: too many to enumerate")
+    log_coef = torch.lgamma(torch.tensor(A + 1.0, dtype=torch.float64)) - torch.lgamma(counts + 1).sum(-1)   # [M]
+    qd = q.double()
+    logq = torch.where(qd > 0, qd.clamp_min(1e-300).log(), torch.zeros_like(qd))
+    prob = (log_coef + logq @ counts.T).exp() * ((qd[:, None, :] > 0) | (counts[None] == 0)).all(-1)   # [N, M]
+    winners = counts.eq(counts.max(-1, keepdim=True).values).double()
+    return (prob @ (winners / winners.sum(-1, keepdim=True))).to(q.dtype)
+
+
 def reliability(probs: torch.Tensor, truth: torch.Tensor, n_bins: int = 10) -> dict:
     """Reliability table of predicted probabilities probs [N, K] (rows sum to 1).
 
@@ -285,6 +348,29 @@ def f1_per_label(probs: torch.Tensor, targets: torch.Tensor, threshold: float = 
     pred, t = probs.ge(threshold).float(), targets.float()
     tp = (pred * t).sum(0)
     return (2 * tp / (pred.sum(0) + t.sum(0)).clamp_min(1e-12))
+
+
+def class_mass_at_prior(probs: torch.Tensor, labels: torch.Tensor, prior: torch.Tensor) -> dict:
+    """Where each class's predicted probability mass goes, on a population with class prior `prior`.
+
+    probs [N, K] (rows sum to 1), labels [N] ids of a test set whose class mix may differ from the
+    prior; each item is reweighted by w_i = prior[y_i] / test_share[y_i], so the sums below are those
+    of a population drawn with `prior` (e.g. the training mix). Returns [K] tensors:
+    "count_ratio"_c = sum_i w_i p_ic / sum_i w_i 1[y_i = c] (predicted / true count of class c, 1 is right),
+    "leak_share"_c  = sum_{i: y_i != c} w_i p_ic / sum_i w_i p_ic (share of class c's mass on non-members).
+    """
+    if probs.dim() != 2 or labels.shape != probs.shape[:1]:
+        raise ContractError(f"probs must be [N, K] and labels [N], got {tuple(probs.shape)} and {tuple(labels.shape)}")
+    K = probs.shape[1]
+    prior = torch.as_tensor(prior, dtype=torch.float64)
+    test = torch.bincount(labels, minlength=K).double() / len(labels)
+    if prior.shape != (K,) or (test == 0).any():
+        raise ContractError(f"prior must be [K] = [{K}] and every class must occur in the test labels")
+    w = (prior / test)[labels]
+    p = probs.double() * w[:, None]
+    member = F.one_hot(labels, K).double() * w[:, None]
+    mass = p.sum(0)
+    return {"count_ratio": mass / member.sum(0), "leak_share": (p * (1 - F.one_hot(labels, K).double())).sum(0) / mass}
 
 
 # ----------------------------------------------------------------------------- exercise checks (notebooks 01, 02)
