@@ -390,22 +390,16 @@ def demo_vocab_logits(V: int = 2048, seed: int = 0):
 
 
 def _temperature_stats(z, target: int, T: float, top: int = 10) -> dict:
-    import torch
+    """The library's temperature_push (supervised.py) plus what the panel prints: entropy, and how
+    many competitors hold half of the push (every competitor receives some: p_k / T > 0)."""
+    from labkit.paradigms.supervised import competitors_holding, temperature_push
 
-    p = (z / T).softmax(-1)
-    grad = p.clone()
-    grad[target] -= 1
-    grad = grad / T                                   # d(-log softmax(z/T)[y]) / dz = (p - onehot) / T
-    others = torch.ones(len(z), dtype=torch.bool)
-    others[target] = False
-    push = grad[others]                               # >= 0: every other logit is pushed down
-    order = push.argsort(descending=True)
-    top_share = float(push[order[:top]].sum() / push.sum()) if float(push.sum()) > 0 else 1.0
-    moved = int((grad.abs() >= 1e-6 * abs(float(grad[target]))).sum())
-    ent = float(-(p * p.clamp_min(1e-300).log()).sum())
-    return {"p": p, "grad": grad, "p_target": float(p[target]), "target_grad": float(grad[target]),
-            "push_total": float(push.sum()), "grad_sum": float(grad.sum()), "moved": moved, "entropy": ent,
-            "top_share": top_share}
+    s = temperature_push(z, target, T, top=min(top, len(z) - 1))
+    p = s["p"]
+    return {"p": p, "grad": s["grad"], "p_target": float(p[target]), "target_grad": float(s["grad"][target]),
+            "push_total": float(s["push"].sum()), "grad_sum": s["grad_sum"], "top_share": s["top_share"],
+            "half_push": competitors_holding(s["cum_share"], 0.5),
+            "entropy": float(-(p * p.clamp_min(1e-300).log()).sum())}
 
 
 def render_temperature(T: float = 1.0, logits=None, names=None, target: int | None = None, vocab_logits=None,
@@ -415,8 +409,9 @@ def render_temperature(T: float = 1.0, logits=None, names=None, target: int | No
 
     Returns {"html", "text", "classes": stats, "vocab": stats}; stats = {"p", "grad", "p_target",
     "target_grad", "push_total" (sum of the push on the other logits = -target_grad), "grad_sum"
-    (0: what the target gains the others lose), "moved" (logits whose gradient is at least 1e-6 of
-    the target's), "entropy", "top_share" (share of the push on the 10 strongest competitors)}.
+    (0: what the target gains the others lose), "half_push" (how many of the strongest competitors
+    hold half of the push; every competitor gets p_k / T > 0), "entropy", "top_share" (share of the
+    push on the 10 strongest competitors)}.
     """
     import torch
 
@@ -437,13 +432,13 @@ def render_temperature(T: float = 1.0, logits=None, names=None, target: int | No
     text = (f"T {T:.2g} | {len(z)} classes: p({names[target]}) {c['p_target']:.2f}, gradient on its logit "
             f"{c['target_grad']:+.2f} (descent raises it), on the other {len(z) - 1} {c['push_total']:+.2f} in total "
             f"(descent lowers them) | vocabulary V={V}: "
-            f"p(target) {v['p_target']:.4f}, logits moved {v['moved']}/{V}, push on the 10 strongest competitors "
-            f"{v['top_share']:.0%}, entropy {v['entropy']:.2f} nats")
+            f"p(target) {v['p_target']:.4f}, every one of the {V - 1} others pushed; the 10 strongest competitors hold "
+            f"{v['top_share']:.0%} of the push, {v['half_push']} hold half; entropy {v['entropy']:.2f} nats")
     row = '<div style="display:flex;gap:8px;flex-wrap:wrap">{}</div>'
     html = (row.format(svg_bars(c["p"].tolist(), names, target, title=f"softmax(z/T), target '{names[target]}' in green")
                        + svg_bars(c["grad"].tolist(), names, target, title="d loss / d z = (p - onehot) / T"))
             + row.format(svg_bars(v["p"].tolist(), None, vocab_target, title=f"vocabulary of {V}: softmax, by rank")
-                         + svg_bars(v["grad"].tolist(), None, vocab_target, title="vocabulary: gradient (every logit moves)"))
+                         + svg_bars(v["grad"].tolist(), None, vocab_target, title="vocabulary: gradient on each logit, by rank"))
             + f"<p>{text}</p>")
     return {"html": html, "text": text, "classes": c, "vocab": v}
 

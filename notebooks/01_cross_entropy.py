@@ -38,7 +38,6 @@
 # %%
 import tracemalloc
 
-import ipywidgets as W
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
@@ -182,29 +181,22 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Try it.** The slider redraws both for any $T$, next to the gradient on the six words of section 1.
+# **Try it: the temperature panel.** Move $T$ (log scale) and pick the target among six words: the
+# bars redraw the softmax and the gradient $(p - \text{onehot})/T$ for the six words and for the
+# 2048-word vocabulary, with the share of the push held by the 10 strongest competitors and how
+# many competitors hold half of it.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-def draw_temperature(T=1.0, k=TOP):
-    """The six words' gradient and the vocabulary's top-k push share at temperature T."""
-    words = temperature_push(torch.tensor(DEMO_CLASS_LOGITS), DEMO_CLASS_TARGET, T, top=1)
-    vocab = temperature_push(z_vocab, VOCAB_TARGET, T, top=k)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
-    colors = ["#2e7d32" if i == DEMO_CLASS_TARGET else "#5c85d6" for i in range(len(DEMO_CLASS_NAMES))]
-    axes[0].bar(DEMO_CLASS_NAMES, words["grad"].numpy(), color=colors)
-    axes[0].set_title(f"6 words, T = {T:.2f}: gradient (p - onehot) / T, target 'mat'", fontsize=9)
-    axes[1].plot(range(1, len(vocab["cum_share"]) + 1), vocab["cum_share"].numpy())
-    axes[1].axvline(k, color="k", ls=":", lw=1)
-    axes[1].set(xscale="log", xlabel="k strongest competitors", ylim=(0, 1.02))
-    axes[1].set_title(f"V = {len(z_vocab)}, T = {T:.2f}: share of the push on the top k "
-                      f"(top {k}: {vocab['top_share']:.0%})", fontsize=9)
-    fig.tight_layout()
-    plt.show()
+from labkit.widgets import TemperaturePanel, render_temperature  # noqa: E402
 
+TemperaturePanel().ui()
 
-_ = W.interact(draw_temperature, T=W.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.05, continuous_update=False),
-               k=W.IntSlider(value=TOP, min=1, max=200, continuous_update=False))
+# %% [markdown]
+# Without a widget front end, the panel as it opens ($T = 1$):
+
+# %%
+print(render_temperature(1.0)["text"])
 
 # %% [markdown]
 # ## 3. Large vocabularies: chunked cross-entropy
