@@ -12,13 +12,14 @@ from labkit.checks import ContractError
 from labkit.data import DigitCaptions, digits_split
 from labkit.dist import run_ranks
 from labkit.models import DualEncoder
-from labkit.paradigms.contrastive import (CONTRASTIVE_VARIANTS, GATHER_DESIGNS, batch_repulsive_share,
-                                          check_false_negative_mask, check_info_nce, class_retrieval_accuracy,
-                                          contrastive_objective, dual_encoder_grads, evaluate_dual_encoder,
-                                          gathered_info_nce, gathered_negatives_rank, gathered_targets,
-                                          hard_negative_share, info_nce, info_nce_from_logits, logit_gradient,
-                                          mean_cosine, pair_batches, repulsive_share, same_class_mask,
-                                          similarity_logits, supcon_loss)
+from labkit.paradigms.contrastive import (CONTRASTIVE_VARIANTS, GATHER_DESIGNS, GATHER_RECIPES, GATHER_RECIPES_HELP,
+                                          batch_repulsive_share, check_false_negative_mask, check_info_nce,
+                                          class_retrieval_accuracy, contrastive_objective, dual_encoder_grads,
+                                          evaluate_dual_encoder, flat_grad, gathered_clip_loss, gathered_info_nce,
+                                          gathered_negatives_rank, gathered_targets, gradient_agreement,
+                                          hard_negative_share, info_nce, info_nce_from_logits, key_push_balance,
+                                          logit_gradient, mean_cosine, pair_batches, repulsive_share, same_class_mask,
+                                          similarity_logits, single_process_grad, supcon_loss)
 from labkit.widgets import ContrastiveTemperaturePanel, render_contrastive_temperature
 
 
@@ -250,29 +251,73 @@ def test_two_rank_gathered_negatives_against_the_full_batch():
     torch.manual_seed(0)
     model = DualEncoder(64, len(cap.tokenizer), dim=8, hidden=16)
     results = run_ranks(gathered_negatives_rank, world_size=2, args=(model, images, caps, 0.1, True))
-    full_loss, reference = dual_encoder_grads(model, images, caps, 0.1)
+    full_loss, _ = dual_encoder_grads(model, images, caps, 0.1)
+    reference = single_process_grad(model, images, caps, 0.1)
+    assert set(GATHER_RECIPES) == set(GATHER_RECIPES_HELP)
     for r in results:
         assert r["full_loss"] == pytest.approx(full_loss, abs=1e-6)
-        assert r["with_grad"]["max_rel"] < 1e-5                               # exact up to float rounding
-        assert r["with_grad"]["loss_mean"] == pytest.approx(full_loss, abs=1e-5)
-        assert r["no_grad"]["loss_mean"] == pytest.approx(full_loss, abs=1e-5)  # same value ...
-        assert r["no_grad"]["max_rel"] > 0.05                                 # ... other gradient
-        assert r["local"]["loss_mean"] < full_loss - 0.3                      # 8-way instead of 16-way
-    # the stop-gradient gradient is exactly the single-process simulation of that design
+        for recipe in GATHER_RECIPES:                                         # DDP: the same gradient on every rank
+            assert torch.equal(r[recipe]["grad"], results[0][recipe]["grad"])
+    out = results[0]
+    agree = {k: gradient_agreement(out[k]["grad"], reference) for k in GATHER_RECIPES}
+    # exact designs: a differentiable gather, and OpenCLIP's no-grad gather with the own slot and x R
+    assert agree["with_grad"]["rel"] < 1e-5 and agree["openclip"]["rel"] < 1e-5
+    assert out["with_grad"]["loss_mean"] == pytest.approx(full_loss, abs=1e-5)
+    assert out["openclip"]["loss_mean"] == pytest.approx(2 * full_loss, abs=1e-4)      # the loss carries the x R
+    # without x R: the right direction, 1/R of the size
+    assert agree["openclip_unscaled"]["cos"] == pytest.approx(1.0, abs=1e-6)
+    assert agree["openclip_unscaled"]["norm_ratio"] == pytest.approx(0.5, abs=1e-6)
+    # the naive designs: the same loss value, another gradient, exactly the full batch minus named key terms
+    for naive, keys in (("no_grad", "own_rank"), ("detached", "none")):
+        assert out[naive]["loss_mean"] == pytest.approx(full_loss, abs=1e-5)
+        assert agree[naive]["rel"] > 0.05
+        assert gradient_agreement(out[naive]["grad"], single_process_grad(model, images, caps, 0.1, keys=keys,
+                                                                          world_size=2))["rel"] < 1e-5
+    assert out["local"]["loss_mean"] < full_loss - 0.3                        # 8-way instead of 16-way
+    # single_process_grad("own_rank") against an independent loop over the ranks
     simulated = simulated_no_grad_grads(model, images, caps, 0.1)
-    diff = max(float((simulated[n] - reference[n]).abs().max()) for n in reference)
-    scale = max(float(reference[n].abs().max()) for n in reference)
-    assert diff / scale == pytest.approx(results[0]["no_grad"]["max_rel"], abs=1e-5)
+    flat = torch.cat([simulated[n].flatten() for n, _ in model.named_parameters()])
+    assert gradient_agreement(flat, single_process_grad(model, images, caps, 0.1, keys="own_rank", world_size=2))["rel"] < 1e-6
 
 
 def test_gathered_info_nce_needs_a_process_group():
     q, k = embeddings()
     with pytest.raises(ContractError, match="process group"):
         gathered_info_nce(q, k, 0.1, gather="with_grad")
+    with pytest.raises(ContractError, match="process group"):
+        gathered_clip_loss(q, k, 0.1)
     with pytest.raises(ContractError, match="unknown gather"):
         gathered_info_nce(q, k, 0.1, gather="all")
     assert torch.equal(gathered_info_nce(q, k, 0.1, gather="local"), info_nce(q, k, 0.1))
-    assert GATHER_DESIGNS == ("with_grad", "no_grad", "local")
+    assert GATHER_DESIGNS == ("with_grad", "no_grad", "detached", "local")
+
+
+def test_key_push_balance_full_and_local_sum_to_zero():
+    s = torch.randn(8, 8, generator=torch.Generator().manual_seed(0)) * 3
+    b = key_push_balance(s, 2)
+    assert abs(b["full"]) < 1e-12 and abs(b["local"]) < 1e-12
+    p = s.double().softmax(-1)
+    other = torch.arange(8)[:, None] // 4 != torch.arange(8)[None, :] // 4
+    assert b["own_rank"] == pytest.approx(-float(p[other].sum()) / 8, abs=1e-12)
+    assert key_push_balance(torch.zeros(6, 6), 3)["own_rank"] == pytest.approx(-2 / 3)   # uniform: (R-1)/R lost
+    with pytest.raises(ContractError, match="divisible"):
+        key_push_balance(torch.zeros(6, 6), 4)
+
+
+def test_gradient_agreement_and_single_process_grad_contracts():
+    ref = torch.tensor([3.0, 4.0])
+    a = gradient_agreement(torch.tensor([1.5, 2.0]), ref)
+    assert a["cos"] == pytest.approx(1.0) and a["norm_ratio"] == pytest.approx(0.5) and a["rel"] == pytest.approx(0.5)
+    with pytest.raises(ContractError, match="zero"):
+        gradient_agreement(ref, torch.zeros(2))
+    model = DualEncoder(64, 20, dim=4, hidden=8)
+    images, caps = torch.randn(6, 64), torch.randint(1, 20, (6, 3))
+    with pytest.raises(ContractError, match="keys"):
+        single_process_grad(model, images, caps, 0.1, keys="some")
+    with pytest.raises(ContractError, match="split evenly"):
+        single_process_grad(model, images, caps, 0.1, keys="own_rank", world_size=4)
+    g = single_process_grad(model, images, caps, 0.1)
+    assert g.shape == flat_grad(model).shape == (sum(p.numel() for p in model.parameters()),)
 
 
 # ----------------------------------------------------------------------------- exercise checks

@@ -13,8 +13,8 @@ from labkit.checks import ContractError
 from labkit.data import MarkovWorld
 from labkit.paradigms.masked import (bert_mask, check_bert_mask, check_diffusion_loss, corruption_stats,
                                      delete_tokens, diffusion_corrupt, diffusion_loss, diffusion_weights,
-                                     sentinel_tokenizer, span_corrupt, span_noise_mask, span_reconstruct,
-                                     unmask_sample)
+                                     masked_lm_loss, random_other_tokens, sentinel_tokenizer, span_corrupt,
+                                     span_noise_mask, span_reconstruct, token_accuracy, unmask_sample)
 
 SPECIALS = (0, 1, 2, 3)
 MASK = 3
@@ -84,6 +84,63 @@ def test_bert_mask_matches_transformers_collator_statistics(tok):
         assert abs(ours[k] - theirs[k]) < 0.01, (k, ours[k], theirs[k])
     for s in (ours, theirs):
         assert s["special_chosen"] == 0 and s["labels_clean"] and s["unchosen_changed"] == 0
+
+
+def test_bert_mask_replace_ids_draws_other_data_tokens(tok):
+    """replace_ids: every random replacement is a pool token other than the clean one; the split and
+    the chosen positions are those of the default call with the same generator."""
+    world = MarkovWorld(tokenizer=tok)
+    ids = world.sample_windows(6400, 16, torch.Generator().manual_seed(0))
+    pool = [i for i in ids.unique().tolist() if i not in tok.special_ids]
+    x, y = bert_mask(ids, tok.mask_id, len(tok), special_ids=tok.special_ids, generator=torch.Generator().manual_seed(1),
+                     replace_ids=pool)
+    s = corruption_stats(ids, x, y, tok.mask_id, tok.special_ids)
+    for k, want in {"chosen": 0.15, "masked": 0.8, "random": 0.1, "unchanged": 0.1}.items():
+        assert abs(s[k] - want) < 0.01, (k, s[k])
+    random_pos = y.ne(IGNORE) & x.ne(tok.mask_id) & x.ne(ids)
+    assert torch.isin(x[random_pos], torch.tensor(pool)).all()
+    x0, y0 = bert_mask(ids, tok.mask_id, len(tok), special_ids=tok.special_ids, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(y, y0) and torch.equal(x.eq(tok.mask_id), x0.eq(tok.mask_id))
+    # mask only: the same chosen positions, every one shown as <mask>
+    xm, ym = bert_mask(ids, tok.mask_id, len(tok), mask_frac=1.0, random_frac=0.0, special_ids=tok.special_ids,
+                       generator=torch.Generator().manual_seed(1), replace_ids=pool)
+    assert torch.equal(ym, y) and torch.equal(xm.eq(tok.mask_id), y.ne(IGNORE))
+    with pytest.raises(ContractError, match="replace_ids"):
+        bert_mask(ids, tok.mask_id, len(tok), special_ids=tok.special_ids, replace_ids=[tok.mask_id, 42])
+
+
+def test_random_other_tokens_is_uniform_over_the_others():
+    pool = [5, 9, 12, 20]
+    ids = torch.tensor([5, 9, 12, 20, 7] * 4000)
+    out = random_other_tokens(ids, pool, torch.Generator().manual_seed(0))
+    assert torch.isin(out, torch.tensor(pool)).all()
+    in_pool = ids.ne(7)
+    assert not out[in_pool].eq(ids[in_pool]).any(), "never the clean token"
+    for clean in pool:                                       # 3 other tokens, each about 1/3
+        counts = torch.bincount(out[ids == clean], minlength=21)[pool].float()
+        assert counts[pool.index(clean)] == 0
+        assert ((counts[counts > 0] / counts.sum()) - 1 / 3).abs().max() < 0.04
+    counts = torch.bincount(out[ids == 7], minlength=21)[pool].float()   # not in the pool: any of the 4
+    assert ((counts / counts.sum()) - 0.25).abs().max() < 0.04
+    with pytest.raises(ContractError, match="2 distinct"):
+        random_other_tokens(ids, [5], None)
+
+
+def test_masked_lm_loss_equals_the_mean_over_targets_and_token_accuracy():
+    from labkit.models import TinyTransformer
+    from labkit.reduce import token_cross_entropy
+
+    torch.manual_seed(0)
+    model = TinyTransformer(V, d_model=16, n_layers=1, n_heads=2, max_len=12, causal=False)
+    ids = torch.randint(4, V, (5, 12), generator=torch.Generator().manual_seed(1))
+    x, y = bert_mask(ids, MASK, V, p=0.3, special_ids=SPECIALS, generator=torch.Generator().manual_seed(2))
+    full = token_cross_entropy(model(x), y)
+    assert torch.allclose(masked_lm_loss(model, x, y), full.sum() / y.ne(IGNORE).sum(), atol=1e-5)
+    with pytest.raises(ContractError, match="no target"):
+        masked_lm_loss(model, x, torch.full_like(y, IGNORE))
+    where = y.ne(IGNORE)
+    want = model(x).argmax(-1)[where].eq(ids[where]).float().mean().item()
+    assert token_accuracy(model, x, ids, where) == pytest.approx(want)
 
 
 def test_corruption_stats_refuses_mismatched_shapes():

@@ -17,7 +17,17 @@ import torch.nn.functional as F
 
 from labkit.checks import ContractError
 
-GATHER_DESIGNS = ("with_grad", "no_grad", "local")
+GATHER_DESIGNS = ("with_grad", "no_grad", "detached", "local")
+# what gathered_negatives_rank compares with the single-process full batch (see GATHER_RECIPES_HELP)
+GATHER_RECIPES = ("with_grad", "openclip", "openclip_unscaled", "no_grad", "detached", "local")
+GATHER_RECIPES_HELP = {
+    "with_grad": "local queries x every rank's keys, gathered differentiably",
+    "openclip": "no-grad gather, own slot replaced by the local features, full N x N loss, x R",
+    "openclip_unscaled": "the same without the factor R",
+    "no_grad": "local queries x keys gathered without grad, own slot replaced",
+    "detached": "local queries x keys gathered without grad, own slot detached too",
+    "local": "no gather: local queries x local keys",
+}
 
 
 def _check_pair(q: torch.Tensor, k: torch.Tensor) -> None:
@@ -321,6 +331,7 @@ def gathered_info_nce(q_local: torch.Tensor, k_local: torch.Tensor, temperature:
     logits [B_local, R*B_local], targets rank*B_local + arange(B_local). gather:
       with_grad: keys gathered differentiably: the loss's gradient reaches every rank's key tower;
       no_grad:   other ranks' keys are constants (only this rank's own rows keep their gradient);
+      detached:  every gathered key is a constant, this rank's own included (keys get no gradient);
       local:     no gather: [B_local, B_local] logits, in-batch negatives of this rank only.
     symmetric=True also gathers the queries and adds the k->q direction.
     """
@@ -335,7 +346,12 @@ def gathered_info_nce(q_local: torch.Tensor, k_local: torch.Tensor, temperature:
     if not dist.is_initialized():
         raise ContractError("gathered_info_nce runs inside a process group; fix: call it from a rank function started "
                             "by labkit.dist.run_ranks")
-    collect: Callable = all_gather_with_grad if gather == "with_grad" else all_gather_no_grad
+
+    def collect(x):
+        if gather == "with_grad":
+            return all_gather_with_grad(x)
+        return all_gather_no_grad(x, keep_local_grad=gather == "no_grad")   # "detached": own slot constant too
+
     B = q_local.shape[0]
     targets = gathered_targets(dist.get_rank(), B, q_local.device)
     loss = info_nce(q_local, collect(k_local), temperature, targets=targets, normalize=normalize)
@@ -353,31 +369,128 @@ def dual_encoder_grads(model, images: torch.Tensor, captions: torch.Tensor, temp
     return float(loss.detach()), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
 
 
+def gathered_clip_loss(zi_local: torch.Tensor, zt_local: torch.Tensor, temperature: float,
+                       world_scale: bool = True, normalize: bool = True) -> torch.Tensor:
+    """OpenCLIP's recipe without gradient through the gather (gather_features with
+    gather_with_grad=False, local_loss=False), inside a process group.
+
+    Every rank all-gathers both towers' features under no_grad, puts its own grad-carrying
+    features back into its slot, and computes the symmetric InfoNCE over all N = R*B_local pairs
+    (logits [N, N]). The loss depends on this rank's features only through its own slot, so this
+    rank's feature gradient is exactly the full-batch one; summed over ranks the parameter gradients
+    give the single-process full-batch gradient. DDP averages (sum / R), hence world_scale: the loss
+    is multiplied by R so that the average is that full-batch gradient.
+    """
+    import torch.distributed as dist
+
+    from labkit.dist import all_gather_no_grad
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ContractError("gathered_clip_loss runs inside a process group; fix: call it from a rank function started "
+                            "by labkit.dist.run_ranks")
+    zi_all, zt_all = all_gather_no_grad(zi_local), all_gather_no_grad(zt_local)     # own slot keeps its grad
+    loss = info_nce(zi_all, zt_all, temperature, symmetric=True, normalize=normalize)
+    return loss * dist.get_world_size() if world_scale else loss
+
+
+def flat_grad(model) -> torch.Tensor:
+    """Every parameter's .grad, flattened and concatenated in parameters() order (zeros where None)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().flatten() for p in model.parameters()])
+
+
 def gathered_negatives_rank(rank: int, world_size: int, model, images: torch.Tensor, captions: torch.Tensor,
                             temperature: float, symmetric: bool = True) -> dict:
-    """Rank function for labkit.dist.run_ranks: compare each gather design with the full batch.
+    """Rank function for labkit.dist.run_ranks: each recipe of GATHER_RECIPES on this rank's slice.
 
-    Every rank first computes the single-process reference (info_nce on the whole batch, its
-    parameter gradients). Then, for each design in GATHER_DESIGNS, it takes its slice of the batch,
-    computes gathered_info_nce, averages the parameter gradients over ranks like
-    DistributedDataParallel (all-reduce sum / R) and compares them with the reference. Returns
-    {"full_loss": float, design: {"loss_mean": loss averaged over ranks, "max_abs", "max_rel"}}
-    (numbers only: results travel back through a pipe).
+    The rank takes rows [rank*B, (rank+1)*B) of the batch, computes the recipe's loss, backward, and
+    averages the parameter gradients over ranks as DistributedDataParallel does (all-reduce sum / R).
+    Returns {"full_loss": the single-process loss on the whole batch, recipe: {"loss_mean": the
+    loss averaged over ranks, "grad": the flat averaged gradient (flat_grad order)}}; the averaged
+    gradient is the same on every rank. symmetric applies to the recipes with local queries.
     """
     from labkit.dist import all_reduce_sum
 
-    full_loss, reference = dual_encoder_grads(model, images, captions, temperature, symmetric)
+    full_loss, _ = dual_encoder_grads(model, images, captions, temperature, symmetric)
     B = images.shape[0] // world_size
     rows = slice(rank * B, (rank + 1) * B)
     out: dict = {"full_loss": full_loss}
-    for design in GATHER_DESIGNS:
+    for recipe in GATHER_RECIPES:
         model.zero_grad(set_to_none=True)
         zi, zt = model(images[rows], captions[rows])
-        loss = gathered_info_nce(zi, zt, temperature, gather=design, symmetric=symmetric)
+        if recipe.startswith("openclip"):
+            loss = gathered_clip_loss(zi, zt, temperature, world_scale=recipe == "openclip")
+        else:
+            loss = gathered_info_nce(zi, zt, temperature, gather=recipe, symmetric=symmetric)
         loss.backward()
-        grads = {n: all_reduce_sum(p.grad) / world_size for n, p in model.named_parameters()}
-        out[design] = {"loss_mean": float(all_reduce_sum(loss.detach())) / world_size, **compare_grads(grads, reference)}
+        out[recipe] = {"loss_mean": float(all_reduce_sum(loss.detach())) / world_size,
+                       "grad": all_reduce_sum(flat_grad(model)) / world_size}
     return out
+
+
+def single_process_grad(model, images: torch.Tensor, captions: torch.Tensor, temperature: float,
+                        keys: str = "all", world_size: int = 1) -> torch.Tensor:
+    """The flat parameter gradient of the symmetric full-batch InfoNCE on one process, with a
+    choice of which key terms carry gradient (the query terms always do):
+
+    keys="all": every term, the reference; "own_rank": query i's keys carry gradient only when they
+    sit on query i's rank (rank = row // (N / world_size)); "none": keys are constants.
+    """
+    if keys not in ("all", "own_rank", "none"):
+        raise ContractError(f"keys must be 'all', 'own_rank' or 'none', got {keys!r}")
+    N = images.shape[0]
+    if N % world_size:
+        raise ContractError(f"{N} pairs do not split evenly over {world_size} ranks")
+    model.zero_grad(set_to_none=True)
+    zi, zt = model(images, captions)
+    if keys == "all":
+        loss = info_nce(zi, zt, temperature, symmetric=True)
+    elif keys == "none":
+        loss = 0.5 * (info_nce(zi, zt.detach(), temperature) + info_nce(zt, zi.detach(), temperature))
+    else:
+        B = N // world_size
+        loss = 0.0
+        for r in range(world_size):
+            own = torch.zeros(N, 1, dtype=torch.bool, device=zi.device)
+            own[r * B:(r + 1) * B] = True
+            rows, t = slice(r * B, (r + 1) * B), gathered_targets(r, B, zi.device)
+            ki, kt = torch.where(own, zi, zi.detach()), torch.where(own, zt, zt.detach())
+            loss = loss + 0.5 * (info_nce(zi[rows], kt, temperature, targets=t)
+                                 + info_nce(zt[rows], ki, temperature, targets=t)) / world_size
+    loss.backward()
+    return flat_grad(model)
+
+
+def gradient_agreement(g: torch.Tensor, reference: torch.Tensor) -> dict:
+    """How a flat gradient compares with a reference: "rel" = ||g - ref|| / ||ref||, "cos" = cosine,
+    "norm_ratio" = ||g|| / ||ref|| (floats)."""
+    g, ref = g.double().flatten(), reference.double().flatten()
+    n = float(ref.norm())
+    if n == 0:
+        raise ContractError("the reference gradient is zero: nothing to compare with")
+    return {"rel": float((g - ref).norm()) / n, "cos": float(F.cosine_similarity(g, ref, dim=0)),
+            "norm_ratio": float(g.norm()) / n}
+
+
+def key_push_balance(logits: torch.Tensor, world_size: int) -> dict:
+    """The logit gradient's weight on keys, G = p - onehot (rows of a [N,N] similarity matrix whose
+    rows and columns are split over world_size ranks in order), summed and divided by N:
+
+    "full": every entry, = 0 (each row of p - onehot sums to 0: pushes balance the pull);
+    "local": each rank's own block with its own softmax (no gather), = 0 likewise;
+    "own_rank": the full softmax's entries whose key sits on the query's rank (what reaches the keys
+    under the no_grad gather) = -(mean over queries of the mass on other ranks' keys): pushes lost.
+    """
+    N = logits.shape[0]
+    if logits.shape != (N, N) or N % world_size:
+        raise ContractError(f"need square [N,N] logits with N divisible by world_size, got {tuple(logits.shape)}")
+    B = N // world_size
+    eye = torch.eye(N, dtype=torch.float64, device=logits.device)
+    G = logits.detach().double().softmax(-1) - eye
+    rank = torch.arange(N, device=logits.device) // B
+    same = rank[:, None].eq(rank[None, :])
+    local = sum(float((logits.detach().double()[r * B:(r + 1) * B, r * B:(r + 1) * B].softmax(-1) - eye[:B, :B]).sum())
+                for r in range(world_size))
+    return {"full": float(G.sum()) / N, "local": local / N, "own_rank": float(G[same].sum()) / N}
 
 
 def compare_grads(a: dict, b: dict) -> dict:

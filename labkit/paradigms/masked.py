@@ -62,14 +62,19 @@ def _special_mask(ids: torch.Tensor, special_ids: Sequence[int]) -> torch.Tensor
 # ----------------------------------------------------------------------------- BERT 80/10/10 (notebook 08)
 
 def bert_mask(ids: torch.Tensor, mask_id: int, vocab_size: int, p: float = 0.15, mask_frac: float = 0.8,
-              random_frac: float = 0.1, special_ids: Sequence[int] = (), generator: torch.Generator | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              random_frac: float = 0.1, special_ids: Sequence[int] = (), generator: torch.Generator | None = None,
+              replace_ids: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's corruption: choose each non-special token with probability p; of the chosen, mask_frac
     become mask_id, random_frac a random token, the rest stay unchanged. Every chosen token is a target.
 
     ids [...] (any shape) -> (input_ids, labels), same shape; labels = the clean id where chosen,
-    IGNORE elsewhere. Random tokens are drawn uniformly from the non-special ids of [0, vocab_size)
-    (transformers' collator draws from the whole vocabulary); one may equal the clean token.
+    IGNORE elsewhere. Random tokens: by default drawn uniformly from the non-special ids of
+    [0, vocab_size) (transformers' collator draws from the whole vocabulary); one may equal the clean
+    token, and with a vocabulary full of reserved ids most draws are tokens no text contains.
+    replace_ids: draw them from these ids instead (e.g. the tokens that occur in the data), always a
+    token OTHER than the clean one (random_other_tokens), so a "random" position is really corrupted.
+    The random draws for choice, split and replacement come in that order from `generator`, so two
+    calls with equal generators choose the same positions whatever mask_frac / random_frac say.
     """
     if not 0.0 <= p <= 1.0:
         raise ContractError(f"p (the share of tokens chosen as targets) must lie in [0, 1], got {p}")
@@ -86,16 +91,70 @@ def bert_mask(ids: torch.Tensor, mask_id: int, vocab_size: int, p: float = 0.15,
     u = torch.rand(ids.shape, generator=generator).to(ids.device)
     to_mask = chosen & (u < mask_frac)
     to_random = chosen & (u >= mask_frac) & (u < mask_frac + random_frac)
-    allowed = torch.ones(vocab_size, dtype=torch.bool)
-    allowed[[int(s) for s in special_ids if 0 <= int(s) < vocab_size]] = False
-    pool = allowed.nonzero().flatten()
-    if not len(pool):
-        raise ContractError("every id is special: there is no token to draw a random replacement from")
-    random_tokens = pool[torch.randint(len(pool), ids.shape, generator=generator)].to(ids.device)
+    if replace_ids is None:
+        allowed = torch.ones(vocab_size, dtype=torch.bool)
+        allowed[[int(s) for s in special_ids if 0 <= int(s) < vocab_size]] = False
+        pool = allowed.nonzero().flatten()
+        if not len(pool):
+            raise ContractError("every id is special: there is no token to draw a random replacement from")
+        random_tokens = pool[torch.randint(len(pool), ids.shape, generator=generator)].to(ids.device)
+    else:
+        pool = torch.as_tensor(list(replace_ids), dtype=torch.long)
+        bad = [int(i) for i in pool.tolist() if not 0 <= int(i) < vocab_size or int(i) in {int(s) for s in special_ids}
+               or int(i) == int(mask_id)]
+        if bad:
+            raise ContractError(f"replace_ids {bad[:5]} are special, the mask id or outside [0, vocab_size={vocab_size}); "
+                                "fix: pass ordinary tokens, e.g. the non-special ids that occur in the data")
+        random_tokens = random_other_tokens(ids.cpu(), pool, generator).to(ids.device)
     inputs = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
     inputs = torch.where(to_random, random_tokens, inputs)
     labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
     return inputs, labels
+
+
+def random_other_tokens(ids: torch.Tensor, pool: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """For every position, a token drawn uniformly from `pool` minus the position's own token.
+
+    ids [...] -> [...] ids from pool, never equal to ids where ids is in pool (the pool needs >= 2
+    distinct ids); where ids is not in the pool, any pool id (uniform). One uniform draw per position.
+    """
+    pool_t = torch.as_tensor(list(pool), dtype=torch.long).unique()        # sorted, distinct
+    n = len(pool_t)
+    if n < 2:
+        raise ContractError(f"the replacement pool needs >= 2 distinct tokens to differ from the clean one, got {n}")
+    ids = torch.as_tensor(ids)
+    where = torch.searchsorted(pool_t, ids.contiguous()).clamp(max=n - 1)
+    in_pool = pool_t[where].eq(ids)
+    u = torch.rand(ids.shape, generator=generator)
+    k = (u * (n - in_pool.long())).long().clamp(max=n - 1)                    # n-1 choices when ids is in the pool
+    k = k + (in_pool & (k >= where)).long()                                   # skip the clean token's slot
+    return pool_t[k]
+
+
+def masked_lm_loss(model, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy at the target positions only (labels != IGNORE) of a TinyTransformer with a
+    tied output head: hidden states [N, d] at the N targets @ embedding.T -> logits [N, V].
+
+    Equal to the mean of token_cross_entropy(model(inputs), labels) over the targets, without
+    computing [B, T, V] logits for the 85% of positions that carry no loss.
+    """
+    target = labels.ne(IGNORE)
+    if not bool(target.any()):
+        raise ContractError("no target position in the batch (all labels are -100): nothing to learn")
+    hidden = model.hidden_states(inputs)[target]                                # [N, d]
+    return torch.nn.functional.cross_entropy(hidden @ model.tok.weight.T, labels[target])
+
+
+@torch.no_grad()
+def token_accuracy(model, inputs: torch.Tensor, clean: torch.Tensor, where: torch.Tensor) -> float:
+    """Share of the positions `where` (bool, like inputs [B,T]) at which argmax model(inputs) is the
+    clean token."""
+    dev = next(model.parameters()).device
+    pred = model(inputs.to(dev)).argmax(-1).cpu()
+    where = where.cpu().bool()
+    if not bool(where.any()):
+        raise ContractError("no position selected to score")
+    return float(pred[where].eq(clean.cpu()[where]).float().mean())
 
 
 def corruption_stats(clean: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor, mask_id: int,
