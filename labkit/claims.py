@@ -72,7 +72,16 @@ def _fmt(v: float, fmt: str) -> str:
     return format(v, fmt)
 
 
-def _record(rec: dict) -> dict:
+class Record(dict):
+    """A ledger record (a dict). Its line is printed when it is made; as the last expression of a
+    notebook cell it displays nothing more (no second copy, no full-precision floats in outputs)."""
+
+    def _ipython_display_(self):
+        pass
+
+
+def _record(rec: dict) -> Record:
+    rec = Record(rec)
     if not isinstance(rec["id"], str) or not rec["id"] or " " in rec["id"]:
         raise ContractError(f"claim id must be a non-empty string without spaces, got {rec['id']!r}; "
                             "fix: e.g. '03.double_shift'")
@@ -151,7 +160,7 @@ def claim(id: str, value, *, above=None, below=None, between: Sequence[float] | 
         cv = f" = {_fmt(rec['control_value'], fmt)}" if "control_value" in rec else ""
         line += f"; control: {control}{cv}"
     assert margin > 0 or (between is not None and margin >= 0), f"claim failed: {line}"
-    _record(rec)
+    rec = _record(rec)
     print(line)
     return rec
 
@@ -213,7 +222,7 @@ def compare(id: str, a: Sequence[float], b: Sequence[float], *, seeds: Sequence[
             f"{', '.join(map(str, seeds))} -> {verdict.replace('A ', arms[0] + ' ')}"
             f"\n    matched: {', '.join(matched)}")
     assert verdict == expect, f"comparison verdict {verdict!r}, expected {expect!r}: {line}"
-    _record(rec)
+    rec = _record(rec)
     print(line)
     return rec
 
