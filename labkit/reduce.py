@@ -504,3 +504,33 @@ def check_ddp_rank_loss(fn) -> None:
                   f"{max(counts)} (mean of rank means {averaged:.3f} vs global token mean {want:.3f}). Divide the local SUM "
                   "by the all-reduced global count")
         _fail(f"averaged over ranks your losses give {averaged:.4f}; the global token mean is {want:.4f}")
+
+
+# ----------------------------------------------------------------------------- mean of means on random batches (notebook 06)
+
+def micro_batch_mean_gaps(sums: torch.Tensor, counts: torch.Tensor, n_micro: int, micro_size: int,
+                          n_batches: int = 2000, generator: torch.Generator | None = None) -> torch.Tensor:
+    """How far the mean of micro-batch means lands from the token mean, over random batches.
+
+    sums [S], counts [S]: each sequence's summed token loss and its number of target tokens, for a
+    pool of S sequences. Each of n_batches batches draws n_micro * micro_size distinct sequences
+    (uniformly, without replacement) and splits them into n_micro micro-batches of micro_size:
+        token mean  = sum_i S_i / sum_i n_i
+        mean of means = (1/K) sum_k (sum_{i in k} S_i / sum_{i in k} n_i)
+    Returns the signed relative gaps (mean of means − token mean) / token mean, [n_batches].
+    """
+    if sums.dim() != 1 or counts.shape != sums.shape:
+        raise ContractError(f"sums and counts must both be [S] (one entry per sequence), got {tuple(sums.shape)} and "
+                            f"{tuple(counts.shape)}")
+    if n_micro < 1 or micro_size < 1 or n_batches < 1:
+        raise ContractError(f"need n_micro, micro_size, n_batches >= 1, got {n_micro}, {micro_size}, {n_batches}")
+    S, B = sums.shape[0], n_micro * micro_size
+    if B > S:
+        raise ContractError(f"a batch of {n_micro} x {micro_size} = {B} sequences needs a pool of at least {B}, got {S}")
+    if bool((counts <= 0).any()):
+        raise ContractError("every sequence of the pool needs at least one target token (counts > 0)")
+    idx = torch.rand(n_batches, S, generator=generator).argsort(1)[:, :B].view(n_batches, n_micro, micro_size)
+    s, n = sums.double()[idx], counts.double()[idx]
+    token_mean = s.sum((1, 2)) / n.sum((1, 2))
+    mean_of_means = (s.sum(2) / n.sum(2)).mean(1)
+    return (mean_of_means - token_mean) / token_mean

@@ -33,12 +33,15 @@ class History:
 
 def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, loss_fn: Callable, steps: int,
         lr: float = 3e-3, weight_decay: float = 0.0, device=None, seed: int | None = None,
-        progress: bool = True, desc: str = "training", clip: float | None = 1.0) -> History:
+        progress: bool = True, desc: str = "training", clip: float | None = 1.0,
+        callback: Callable | None = None) -> History:
     """Train with AdamW for `steps` steps and return the History.
 
     batches: a function step -> batch, or an iterable (cycled). A batch is moved with .to(device)
     (a labkit Batch, a tensor, or a dict/tuple of tensors). loss_fn(model, batch) -> scalar tensor.
     device: default labkit.device(). seed: seeds torch before the first step (None: leave as is).
+    callback: called as callback(step, model, loss) after each optimizer step (loss: that step's
+    training loss, a float), e.g. to probe validation accuracy; the model is in train mode.
     """
     from tqdm.auto import tqdm
 
@@ -74,6 +77,8 @@ def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, los
         opt.step()
         hist.steps.append(step)
         hist.loss.append(float(loss.detach()))
+        if callback is not None:
+            callback(step, model, hist.loss[-1])
         if step % 20 == 0:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     hist.seconds = time.perf_counter() - start

@@ -24,9 +24,10 @@
 # 1. the reduction panel: token mean, sequence mean, sum and batch mean drawn as each token's
 #    effective weight in the gradient;
 # 2. gradient accumulation with micro-batches of unequal size: the mean of micro-batch means is
-#    another objective; summing over the global target count reproduces the full batch exactly;
-# 3. data-parallel ranks on **real** `torch.distributed` (2 gloo processes on this machine): the
-#    default "average the rank means" vs all-reducing sums and counts, checked against labkit's
+#    another objective (shown on a deliberately lopsided split, then measured on random batches);
+#    summing over the global target count reproduces the full batch exactly;
+# 3. data-parallel ranks on **real** `torch.distributed` (2 gloo processes on this machine): each
+#    rank's loss its own token mean vs all-reducing sums and counts, checked against labkit's
 #    single-process simulation;
 # 4. sample weights through the reduction, and a preview of masked diffusion's $1/|M_t|$ weights;
 # 5. two exercises.
@@ -45,8 +46,9 @@ from labkit.data import MarkovWorld
 from labkit.dist import data_parallel_step, run_ranks
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss, causal_lm_token_losses, next_token_targets
-from labkit.reduce import (REDUCTIONS, check_ddp_rank_loss, check_micro_batch_loss, effective_weights, reduce,
-                           simulate_ranks)
+from labkit.claims import check, claim, summary
+from labkit.reduce import (REDUCTIONS, check_ddp_rank_loss, check_micro_batch_loss, effective_weights,
+                           micro_batch_mean_gaps, reduce, simulate_ranks)
 from labkit.train import fit
 from labkit.viz import token_weights_figure
 from labkit.vocab import seed_vocab
@@ -85,18 +87,23 @@ for how, st in states.items():
     print(st["text"])
 
 # %% [markdown]
-# **Claim.** Under `token_mean` every token weighs the same; under `sequence_mean` a token of the
-# 2-token row weighs 5× a token of the 10-token row while every row weighs 1/3; `sum` and
-# `batch_mean` differ from `token_mean` by a constant factor (the learning rate absorbs it, but it
-# changes with the batch's token count).
+# **Checks (true by construction, read off autograd).** Under `token_mean` every token weighs the
+# same, 1/16; under `sequence_mean` a token of the 2-token row weighs 5× a token of the 10-token
+# row while every row weighs 1/3; `sum` and `batch_mean` differ from `token_mean` by a constant
+# factor (16 and 16/3 here: the learning rate absorbs it, but it changes with the batch's token count).
 
 # %%
 tm, sm = states["token_mean"], states["sequence_mean"]
-assert len({round(v, 12) for v in tm["per_token"]}) == 1 and abs(tm["per_token"][0] - 1 / 16) < 1e-12
-assert abs(sm["per_token"][0] / sm["per_token"][2] - 5) < 1e-9 and torch.allclose(sm["row_totals"], torch.full((3,), 1 / 3, dtype=torch.float64))
-assert torch.allclose(states["sum"]["weights"], tm["weights"] * 16) and torch.allclose(states["batch_mean"]["weights"], tm["weights"] * 16 / 3)
-print(f"claim holds: token_mean {tm['per_token'][0]:.4f} per token; sequence_mean {sm['per_token'][0]:.3f} vs "
-      f"{sm['per_token'][2]:.3f} per token (x{sm['per_token'][0] / sm['per_token'][2]:.0f})")
+n_tok = int((tm["weights"] > 0).sum())
+check("06.token_mean_weight", (tm["weights"][tm["weights"] > 0] - 1 / n_tok).abs().max(), 0, 1e-12,
+      text="token_mean: max |token weight - 1/N|")
+check("06.sequence_mean_ratio", sm["per_token"][0] / sm["per_token"][2], 5, 1e-9,
+      text="sequence_mean: weight of a 2-token-row token / a 10-token-row token")
+check("06.sequence_mean_rows", (sm["row_totals"] - 1 / 3).abs().max(), 0, 1e-12, text="sequence_mean: max |row total - 1/3|")
+check("06.sum_factor", (states["sum"]["weights"] - tm["weights"] * n_tok).abs().max(), 0, 1e-12,
+      text="sum: max |weight - N x token_mean weight|")
+_ = check("06.batch_mean_factor", (states["batch_mean"]["weights"] - tm["weights"] * n_tok / 3).abs().max(), 0, 1e-12,
+          text="batch_mean: max |weight - (N/B) x token_mean weight|")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -107,9 +114,10 @@ plt.show()
 # ## 2. Gradient accumulation: mean of means vs the global count
 #
 # A model trained briefly on `MarkovWorld` sentences gives per-token losses that differ from
-# sentence to sentence. The prepared batch has 11 sentences split into two micro-batches of very
-# different sizes: the chapter's "<bos> the cat sat on the mat <eos>" (7 targets, a common and
-# easy sentence) and ten long held-out sentences.
+# sentence to sentence. First a deliberately **lopsided** batch, to make the effect visible: 11
+# sentences split into two micro-batches of very different sizes, the chapter's "<bos> the cat sat
+# on the mat <eos>" alone (7 targets, a common and easy sentence) and ten long held-out sentences
+# (at least 13 targets each; the counts are printed). Random batches come after.
 
 # %%
 world = MarkovWorld(tokenizer=tok)
@@ -152,34 +160,71 @@ for name, (loss, grad) in results.items():
           f"{float((grad - ref_grad).norm() / ref_grad.norm()):.1%}")
 
 # %% [markdown]
-# **Claim.** The mean of micro-batch means is more than 5% away from the full-batch token mean
-# (the 7 targets of the short sentence get half the weight); dividing each micro-batch's sum by the
-# global count reproduces the full-batch gradients to 1e-6. This was transformers' gradient
-# accumulation bug of October 2024 (PRs #34191, #34198: `num_items_in_batch`).
+# **Claims, on this lopsided split.** The mean of micro-batch means is more than 3% away from the
+# full-batch token mean (the 7 targets of the short sentence get half the weight), and its gradient
+# is far from the full-batch gradient. **Check.** Dividing each micro-batch's sum by the global
+# count reproduces the full-batch loss and gradients (to 1e-6, float32 rounding). This was
+# transformers' gradient accumulation bug of October 2024 (PRs #34191, #34198: `num_items_in_batch`).
 
 # %%
 mom_loss, mom_grad = results["mean of micro-batch means"]
 gc_loss, gc_grad = results["sum / global count"]
 rel_gap = abs(mom_loss - ref_loss).item() / ref_loss.item()
-assert rel_gap > 0.05
-assert torch.allclose(gc_grad, ref_grad, atol=1e-6) and torch.allclose(gc_loss, ref_loss, atol=1e-6)
-assert not torch.allclose(mom_grad, ref_grad, atol=1e-4)
-print(f"claim holds: mean of means off by {rel_gap:.1%}; global count matches (max gradient difference "
-      f"{'< 1e-6' if float((gc_grad - ref_grad).abs().max()) < 1e-6 else 'large'})")
+claim("06.lopsided_loss_gap", rel_gap, above=0.03, fmt=".3f",
+      text=f"split {counts[0]} vs {counts[1]} targets: |mean of means - token mean| / token mean")
+claim("06.lopsided_grad_gap", float((mom_grad - ref_grad).norm() / ref_grad.norm()), above=0.05,
+      text="its gradient: |g_mean_of_means - g_full| / |g_full|")
+check("06.global_count_grad", (gc_grad - ref_grad).abs().max(), 0, 1e-6, text="sum / global count: max |gradient difference|")
+_ = check("06.global_count_loss", gc_loss, ref_loss, 1e-6, text="sum / global count: loss", fmt=".4f")
+
+# %% [markdown]
+# ### How large is the gap on ordinary batches?
+#
+# The split above is an extreme case, built to make the effect large. On random batches the
+# micro-batches have similar token counts and the gap is much smaller, but it is not zero, and its
+# gradient still weighs tokens by their micro-batch's size. Take 200 held-out sentences (their
+# lengths follow `MarkovWorld`: a few to about twenty targets each, summary printed), score each
+# once, and draw 2000 random batches of 16 sentences split into 4 micro-batches of 4 (an
+# accumulation of 4 steps). Per batch: (mean of micro-batch means − token mean) / token mean.
+
+# %%
+pool = collate([{"input_ids": s} for s in sentences[2800:]], tok.pad_id)
+with torch.no_grad():
+    pool_losses, pool_mask = causal_lm_token_losses(model(**pool.model_inputs()), pool.labels)
+pool_counts = pool_mask.sum(1)
+print(f"{len(pool_counts)} sentences, targets per sentence: min {int(pool_counts.min())}, median "
+      f"{int(pool_counts.median())}, max {int(pool_counts.max())}")
+gaps = micro_batch_mean_gaps((pool_losses * pool_mask).sum(1), pool_counts, n_micro=4, micro_size=4, n_batches=2000,
+                             generator=torch.Generator().manual_seed(SEED))
+abs_gaps = gaps.abs()
+print(f"|relative gap| over 2000 random batches: median {abs_gaps.median():.4f}, 95th percentile "
+      f"{abs_gaps.quantile(0.95):.4f}, max {abs_gaps.max():.4f}; signed mean {gaps.mean():+.4f}")
+
+# %% [markdown]
+# **Claims.** On random batches of this data the loss gap is typically small (median under 2%),
+# and the lopsided split above lies beyond the 95th percentile of random batches: it shows the
+# mechanism, not a typical size. Whatever the size, the fix (sum / global count) is exact.
+
+# %%
+claim("06.random_gap_median", abs_gaps.median(), below=0.02, fmt=".4f",
+      text="random 4 x 4 batches: median |relative gap|")
+_ = claim("06.lopsided_beyond_random", rel_gap, above=abs_gaps.quantile(0.95), fmt=".4f",
+          text="lopsided split's gap vs the random batches' 95th percentile")
 
 # %% [markdown]
 # ## 3. Data-parallel ranks, for real
 #
-# Data parallelism gives each rank its own shard; DDP then **averages** the gradients over ranks.
-# If each rank's loss is its own token mean, the objective is the mean of rank means, the same
-# mistake as above one level up. The fix: all-reduce the target count first and let each rank
+# Data parallelism gives each rank its own shard; DDP then **averages** the gradients over ranks
+# (that part is DDP's). The loss each rank backpropagates is the user's choice: calling the usual
+# token-mean loss on each shard makes it the rank's own token mean, and the objective becomes the
+# mean of rank means, the same mistake as above one level up. The fix: all-reduce the target count first and let each rank
 # backpropagate $R\,S_r / N$ (`labkit.reduce.rank_loss(mode="global_count")`); after averaging,
 # the gradient is that of $\sum_r S_r / N$.
 #
 # `labkit.dist.run_ranks` starts 2 processes with `torch.distributed` (gloo backend, 127.0.0.1,
 # a free port) and runs `labkit.dist.data_parallel_step` in each: rank 0 gets the short sentence,
-# rank 1 the ten long ones. Each rank computes both modes, all-reduces its gradients
-# and divides by the world size, as DDP does. A rank that fails or hangs terminates all of them
+# rank 1 the ten long ones (the lopsided split of section 2). Each rank computes both modes,
+# all-reduces its gradients and divides by the world size, as DDP does. A rank that fails or hangs terminates all of them
 # (the tests check it).
 
 # %%
@@ -207,22 +252,29 @@ for mode in ["local_mean", "global_count"]:
     print(f"{mode:>12}: objective {simulated[mode]['objective'].item():.4f} simulated, {real_avg:.4f} on real ranks")
 
 # %% [markdown]
-# **Claim.** With per-rank means (DDP's default), the averaged objective misses the global token
-# mean by more than 5%; with all-reduced sums and counts the real ranks' gradient equals the
-# full-batch gradient (1e-6); and the single-process simulation gives the same numbers as the real
-# run, losses and gradients, in both modes.
+# **Checks.** With each rank's own token mean as its loss, the averaged objective is exactly the
+# mean of micro-batch means of section 2 (same split, so the same gap) and so is its gradient;
+# with all-reduced sums and counts the real ranks' gradient equals the full-batch gradient (1e-6);
+# every rank ends with the same averaged gradient; and the single-process simulation gives the same
+# losses and gradients as the real run, in both modes (float32 rounding: 1e-5 on losses, 1e-6 on
+# gradients).
 
 # %%
-for mode in ["local_mean", "global_count"]:
-    for r in real:
-        assert abs(r["modes"][mode]["loss"] - simulated[mode]["losses"][r["rank"]].item()) < 1e-5
-        assert torch.allclose(r["modes"][mode]["grad"], simulated[mode + " grad"][1], atol=1e-6)
-    assert torch.equal(real[0]["modes"][mode]["grad"], real[1]["modes"][mode]["grad"]), "every rank holds the same averaged gradient"
-dp_gap = abs(simulated["local_mean"]["objective"].item() - ref_loss.item()) / ref_loss.item()
-assert dp_gap > 0.05
-assert torch.allclose(real[0]["modes"]["global_count"]["grad"], ref_grad, atol=1e-6)
-assert not torch.allclose(real[0]["modes"]["local_mean"]["grad"], ref_grad, atol=1e-4)
-print(f"claim holds: mean of rank means off by {dp_gap:.1%}; all-reduced count = full batch; simulation = real run")
+sim_vs_real_loss = max(abs(r["modes"][m]["loss"] - simulated[m]["losses"][r["rank"]].item())
+                       for m in ["local_mean", "global_count"] for r in real)
+sim_vs_real_grad = max(float((r["modes"][m]["grad"] - simulated[m + " grad"][1]).abs().max())
+                       for m in ["local_mean", "global_count"] for r in real)
+rank_vs_rank = max(float((real[0]["modes"][m]["grad"] - real[1]["modes"][m]["grad"]).abs().max())
+                   for m in ["local_mean", "global_count"])
+check("06.sim_equals_real_loss", sim_vs_real_loss, 0, 1e-5, text="max |real - simulated| rank loss")
+check("06.sim_equals_real_grad", sim_vs_real_grad, 0, 1e-6, text="max |real - simulated| averaged gradient")
+check("06.ranks_agree", rank_vs_rank, 0, 0, text="max |rank 0 - rank 1| averaged gradient")
+check("06.rank_means_are_micro_means", simulated["local_mean"]["objective"].item(), mom_loss, 1e-6, fmt=".4f",
+      text="mean of rank means (objective)")
+check("06.rank_means_grad", (real[0]["modes"]["local_mean"]["grad"] - mom_grad).abs().max(), 0, 1e-6,
+      text="local_mean ranks vs mean of micro-batch means: max |gradient difference|")
+_ = check("06.all_reduced_grad", (real[0]["modes"]["global_count"]["grad"] - ref_grad).abs().max(), 0, 1e-6,
+          text="global_count ranks vs full batch: max |gradient difference|")
 
 # %% [markdown]
 # ## 4. Sample weights keep their meaning
@@ -257,14 +309,17 @@ seq_dup = reduce(l2, m2, "sequence_mean").value
 print(f"sequence_mean: weight 2 {seq_w.item():.4f} vs duplicated {seq_dup.item():.4f}")
 
 # %% [markdown]
-# **Claim.** Weight 2 equals duplication under both `token_mean` and `sequence_mean`; accumulated
-# with the global weighted count it equals the full batch, and per-micro-batch means do not.
+# **Checks.** Weight 2 equals duplication under both `token_mean` and `sequence_mean` (up to
+# float32 rounding of two different batches' forwards); accumulated with the global weighted count
+# it equals the full batch. **Claim, on the lopsided split.** Per-micro-batch weighted means do not:
+# they are more than 3% off.
 
 # %%
-assert abs(weighted - duplicated) < 1e-5 and abs(seq_w - seq_dup) < 1e-5 and abs(accumulated - weighted) < 1e-6
-assert abs(per_micro - weighted) / weighted > 0.05
-print(f"claim holds: weighted {weighted.item():.4f} = duplicated {duplicated.item():.4f}; "
-      f"per-micro-batch means {per_micro.item():.4f}")
+check("06.weight2_is_duplication", weighted, duplicated, 1e-5, fmt=".4f", text="token_mean: weight 2 vs duplicated")
+check("06.weight2_sequence_mean", seq_w, seq_dup, 1e-5, fmt=".4f", text="sequence_mean: weight 2 vs duplicated")
+check("06.weighted_accumulation", accumulated, weighted, 1e-6, fmt=".4f", text="accumulated with global W vs full batch")
+_ = claim("06.weighted_per_micro_gap", abs(per_micro - weighted) / weighted, above=0.03, fmt=".3f",
+          text="per-micro-batch weighted means: |relative gap| to the full batch")
 
 # %% [markdown]
 # ### Preview: the masked-diffusion weight $1/|M_t|$
@@ -280,6 +335,7 @@ L, n_seq = 20, 4000
 g = torch.Generator().manual_seed(SEED)
 t = 0.05 + 0.95 * torch.rand(n_seq, generator=g)
 hidden = torch.rand(n_seq, L, generator=g) < t[:, None]          # each token hidden with probability t
+elbo_all = hidden.sum(-1) / (t * L)                              # every draw, an empty one counting 0
 keep = hidden.any(-1)                                             # a draw with nothing hidden has no target
 hidden, t = hidden[keep], t[keep]
 per_mask = effective_weights(hidden, "sequence_mean") * hidden.shape[0]      # 1/|M_t| per hidden token
@@ -293,13 +349,15 @@ print(f"over {hidden.shape[0]} sequences: 1/|M_t| totals mean {tot_mask.mean():.
       f"1/(tL) totals mean {tot_elbo.mean():.3f} (std {tot_elbo.std():.3f})")
 
 # %% [markdown]
-# **Claim.** With $1/|M_t|$ every sequence's weights sum to exactly 1; with $1/(tL)$ they vary
-# from sequence to sequence but average to 1.
+# **Check.** With $1/|M_t|$ every sequence's weights sum to exactly 1. With $1/(tL)$ they average
+# to 1 over all draws (an identity in expectation; 0.02 is about four Monte-Carlo standard errors;
+# the kept draws alone average slightly more, since the dropped empty ones count 0).
+# **Claim.** Per sequence the $1/(tL)$ totals vary: standard deviation above 0.1.
 
 # %%
-assert torch.allclose(tot_mask, torch.ones_like(tot_mask)) and tot_elbo.std() > 0.1
-assert abs(tot_elbo.mean() - 1) < 0.05
-print(f"claim holds: 1/|M_t| totals all 1; 1/(tL) totals mean {tot_elbo.mean():.2f}, std {tot_elbo.std():.2f}")
+check("06.inverse_count_totals", (tot_mask - 1).abs().max(), 0, 1e-12, text="1/|M_t|: max |sequence total - 1|")
+check("06.elbo_mean", elbo_all.mean(), 1, 0.02, fmt=".3f", text=f"1/(tL): mean sequence total over all {n_seq} draws")
+_ = claim("06.elbo_spread", tot_elbo.std(), above=0.1, text="1/(tL): std of the sequence totals")
 
 # %% [markdown]
 # ## 5. Try it
@@ -356,14 +414,9 @@ print("exercise 2: averaged over ranks, the loss is the global token mean")
 # | data-parallel ranks | average of rank means | all-reduce sums and counts; loss_r = R·S_r/N |
 # | sample weights | per-micro-batch weighted means | global weighted count |
 #
-# This run's numbers:
+# The size of the mean-of-means gap depends on how unequal the micro-batches are: large on the
+# lopsided split, small on random batches of this data; the global-count fix is exact in both.
+# This run's ledger (checks are identities, claims are measured effects with their thresholds):
 
 # %%
-print(f"{'measurement':<56}{'value':>10}")
-print(f"{'sequence_mean: short-row token / long-row token weight':<56}{sm['per_token'][0] / sm['per_token'][2]:>10.1f}")
-print(f"{'grad. accumulation: mean of means vs token mean (rel.)':<56}{rel_gap:>10.1%}")
-print(f"{'grad. accumulation: global count, max grad difference':<56}{'< 1e-6':>10}")
-print(f"{'2 gloo ranks: mean of rank means vs token mean (rel.)':<56}{dp_gap:>10.1%}")
-print(f"{'2 gloo ranks: all-reduced count = full batch grad':<56}{'yes':>10}")
-print(f"{'weight 2 = duplicated sequence (token mean)':<56}{'yes':>10}")
-print(f"{'masked diffusion: std of 1/(tL) sequence totals':<56}{tot_elbo.std().item():>10.2f}")
+_ = summary()

@@ -24,9 +24,10 @@
 # 2. how errors compound: the chance of an error once an earlier token was wrong vs with a clean prefix;
 # 3. the contract of each regime as a table (what is read, what is graded);
 # 4. scheduled sampling (feed some of the model's own tokens during training): its schedule panel,
-#    its cost per step, and, honestly, over 3 seeds, whether it helps on this task.
+#    its cost per step in forward passes, and, over 8 seeds, whether fine-tuning one checkpoint
+#    with it instead of teacher forcing reduces free-running errors on this task.
 #
-# **Runtime:** about 35 s on a laptop CPU (2 cores); a few seconds on a GPU.
+# **Runtime:** about 30 s on a laptop CPU (2 cores); a few seconds on a GPU.
 
 # %%
 import copy
@@ -36,11 +37,12 @@ import matplotlib.pyplot as plt
 import torch
 
 import labkit
+from labkit.claims import check, claim, compare, summary
 from labkit.data import RunningSumTask
 from labkit.models import TinyCausalLM
-from labkit.paradigms.autoregressive import (alpha_schedule, causal_lm_loss, check_compounding, check_scheduled_mix,
-                                             compounding, earlier_error, free_running_predictions, position_accuracy,
-                                             scheduled_sampling_inputs, scheduled_sampling_loss,
+from labkit.paradigms.autoregressive import (after_injected_slip, alpha_schedule, causal_lm_loss, check_compounding,
+                                             check_scheduled_mix, compounding, earlier_error, free_running_predictions,
+                                             position_accuracy, scheduled_sampling_inputs, scheduled_sampling_loss,
                                              teacher_forced_predictions)
 from labkit.train import fit
 from labkit.viz import contract_text
@@ -84,8 +86,7 @@ print("increments      ", a)
 print("correct counts  ", correct)
 print("one slip at k=3 ", slipped)
 wrong_after = sum(x != y for x, y in zip(slipped[2:], correct[2:]))
-print(f"wrong from the slip on: {wrong_after} of {len(a) - 2}")
-assert wrong_after == len(a) - 2
+_ = check("07.one_slip_derails", wrong_after, len(a) - 2, 0, text=f"counts wrong from the slip on (of {len(a) - 2})")
 
 # %% [markdown]
 # ## 2. Train with teacher forcing
@@ -93,14 +94,15 @@ assert wrong_after == len(a) - 2
 # A 2-layer TinyCausalLM (d=32) trains on fresh batches of 32 rows with the shifting
 # next-token loss. Trained long enough, this easy task is learned perfectly, and a perfect model
 # has nothing to compound. Real language models never get every token right, so we keep the
-# **first checkpoint whose teacher-forced validation accuracy reaches 0.9**: a model that looks
-# good on a dashboard. A probe reads the validation accuracy every 10 steps (and keeps the
-# weights at step 200, used again in section 6).
+# **first checkpoint whose teacher-forced accuracy reaches 0.9**: a model that looks good on a
+# dashboard. A probe (a `fit` callback) reads that accuracy every 10 updates on 256 probe rows of
+# its own, so the checkpoint is not chosen on the validation rows it is measured on afterwards.
 
 # %%
 val = task.sample(512, torch.Generator().manual_seed(SEED + 100)).to(DEVICE)
 gold = val[:, P:].cpu()
-STEPS, SS_STEPS, BATCH, LR = 300, 200, 32, 2e-3
+probe_rows = task.sample(256, torch.Generator().manual_seed(SEED + 200)).to(DEVICE)
+STEPS, BATCH, LR = 300, 32, 2e-3
 
 
 def new_model(seed):
@@ -108,13 +110,11 @@ def new_model(seed):
     return TinyCausalLM(len(tok), d_model=32, n_layers=2, n_heads=4, max_len=task.length)
 
 
-def batches(seed, probe=None):
+def batches(seed):
     """step -> (input_ids, labels, step); fresh rows from a generator seeded by `seed`."""
     data = torch.Generator().manual_seed(seed)
 
     def get(step):
-        if probe is not None:
-            probe(step)
         x = task.sample(BATCH, data)
         return x, task.labels(x), step
     return get
@@ -125,27 +125,29 @@ def tf_loss(model, batch):
     return causal_lm_loss(model(x), y)            # gold prefix in, gold next token graded
 
 
-model = new_model(SEED)
+def tf_accuracy(m, rows):
+    """Teacher-forced accuracy, mean over the answer positions of `rows`."""
+    return position_accuracy(teacher_forced_predictions(m, rows, P), rows[:, P:].cpu()).mean().item()
+
+
 kept = {}
 
 
-def probe(step):
-    if step % 10 == 0 and "good" not in kept:
-        acc = position_accuracy(teacher_forced_predictions(model, val[:256], P), gold[:256]).mean().item()
-        if acc >= 0.9:
-            kept["good"] = (step, copy.deepcopy(model.state_dict()))
-    if step == SS_STEPS:
-        kept["ss_budget"] = copy.deepcopy(model.state_dict())
+def probe(step, m, loss):
+    """fit callback: every 10 updates, keep the first weights with teacher-forced accuracy >= 0.9."""
+    if (step + 1) % 10 == 0 and "good" not in kept and tf_accuracy(m, probe_rows) >= 0.9:
+        kept["good"] = (step + 1, copy.deepcopy(m.state_dict()))
 
 
-history = fit(model, batches(SEED, probe), tf_loss, steps=STEPS, lr=LR, desc="teacher forcing")
+model = new_model(SEED)
+history = fit(model, batches(SEED), tf_loss, steps=STEPS, lr=LR, desc="teacher forcing", callback=probe)
 assert "good" in kept, "no checkpoint reached 0.9 teacher-forced accuracy; raise STEPS"
 good_step = kept["good"][0]
 checkpoint = new_model(SEED).to(DEVICE)
 checkpoint.load_state_dict(kept["good"][1])
 checkpoint.eval()
 print(f"loss {history.first_last(10)[0]:.2f} -> {history.first_last(10)[1]:.2f} after {STEPS} steps; "
-      f"kept the checkpoint of step {good_step}")
+      f"kept the checkpoint after {good_step} updates")
 
 # %% [markdown]
 # ## 3. Gold prefixes vs the model's own prefixes, position by position
@@ -171,7 +173,8 @@ for name, r in [(f"step {good_step}", at_ckpt), (f"step {STEPS}", at_end)]:
 print(f"whole answer right: gold prefixes {at_ckpt['tf_exact']:.2f}, own prefixes {at_ckpt['fr_exact']:.2f} "
       f"(checkpoint of step {good_step})")
 # greedy decoding that never slips reads the gold prefix, so whole-answer accuracy is the same number twice
-assert at_ckpt["tf_exact"] == at_ckpt["fr_exact"]
+_ = check("07.exact_match_blind", at_ckpt["tf_exact"] - at_ckpt["fr_exact"], 0, 0,
+          text="whole answer right: gold prefixes minus own prefixes")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -195,15 +198,20 @@ plt.show()
 # match cannot see exposure bias; per-position accuracy can: with gold prefixes, a position the
 # model gets wrong does not hurt the next one, with its own prefix it does.
 #
-# **Claim.** At the longest length (position 16) free-running accuracy is at least 0.25 below
-# teacher-forced accuracy, although the two use the same weights and the same positions; at the
-# first position (where both read the same prefix) they agree.
+# **Check.** At the first position both regimes read the same prefix (the prompt), so they agree.
+# **Claims.** At the longest length (position 16) free-running accuracy is more than 0.15 below
+# teacher-forced accuracy, although the two use the same weights and the same positions; and
+# trained on to step 300, the same model has nothing left to compound (free-running accuracy
+# above 0.95).
 
 # %%
 tf_last, fr_last = at_ckpt["tf"][-1].item(), at_ckpt["fr"][-1].item()
-assert abs(at_ckpt["tf"][0].item() - at_ckpt["fr"][0].item()) < 1e-6, "position 1 reads the same prefix in both"
-assert fr_last < tf_last - 0.25, "free running should fall well below teacher forcing at the last position"
-print(f"claim holds: position {N}: teacher-forced {tf_last:.2f}, free-running {fr_last:.2f} (gap {tf_last - fr_last:.2f})")
+check("07.first_position_same", at_ckpt["tf"][0].item() - at_ckpt["fr"][0].item(), 0, 0,
+      text="position 1: teacher-forced minus free-running accuracy")
+claim("07.last_position_gap", tf_last - fr_last, above=0.15, control="teacher-forced accuracy at position 16",
+      control_value=tf_last, text=f"position {N}: teacher-forced minus free-running accuracy (free-running {fr_last:.2f})")
+_ = claim("07.trained_on_solves", at_end["fr"].mean().item(), above=0.95,
+          text=f"after {STEPS} steps: free-running accuracy, mean over the 16 positions")
 
 # %% [markdown]
 # ## 4. Errors compound
@@ -229,17 +237,23 @@ print(f"P(error | clean prefix)  = {comp['clean']:.2f} over {comp['n_clean']} po
 print(f"local step errors: {local_after:.2f} after a slip vs {local_clean:.2f} on a clean prefix")
 
 # %% [markdown]
-# **Claim.** Once one count is wrong, later counts are wrong most of the time (at least 0.5 more
-# likely than on a clean prefix). Most of those later errors are not new mistakes: the local error
-# rate after a slip stays at least 0.5 below P(error | earlier error). On this task the model is
-# hardly more confused by its own mistakes (the two local rates are close on seeds 0, 1, 2); it
-# keeps applying a correct rule to a wrong count, and the answer drifts away for good.
+# **Claims.** Once one count is wrong, later counts are wrong most of the time: P(error | earlier
+# error) exceeds P(error | clean prefix) by more than 0.5. Most of those later errors are not new
+# mistakes: the local error rate after a slip stays more than 0.5 below P(error | earlier error),
+# and more than 80% of the wrong counts after a slip are faithful continuations (no local error).
+# The model is somewhat confused by prefixes it never saw (on some seeds its local error rate after
+# a slip is clearly above the clean-prefix rate; compare the two printed rates), but that is the
+# small part: mostly it keeps applying a correct rule to a wrong count, and the answer drifts
+# away for good.
 
 # %%
-assert comp["after_error"] > comp["clean"] + 0.5, "errors should compound"
-assert local_after < comp["after_error"] - 0.5, "most errors after a slip should be faithful continuations"
-print(f"claim holds: P(error | earlier error) {comp['after_error']:.2f} vs P(error | clean prefix) {comp['clean']:.2f}; "
-      f"local step errors {local_after:.2f} vs {local_clean:.2f}")
+claim("07.compounding", comp["after_error"], above=comp["clean"] + 0.5, control="P(error | clean prefix)",
+      control_value=comp["clean"], text="P(error | earlier error), vs P(error | clean prefix) + 0.5")
+claim("07.faithful_continuation", comp["after_error"] - local_after, above=0.5, control="local error rate after a slip",
+      control_value=local_after, text="P(error | earlier error) minus the local error rate after a slip")
+wrong_after_slip = errors & after
+_ = claim("07.derailed_share", (wrong_after_slip & ~local).sum().item() / wrong_after_slip.sum().item(), above=0.8,
+          text="share of the wrong counts after a slip that make no local error (faithful continuations)")
 
 # %% [markdown]
 # ## 5. The contract, with gold vs sampled prefixes
@@ -279,12 +293,17 @@ print(f"\nfirst slip at answer position {first_slip + 1}; wrong counts from ther
 #   for transformers), one pass per answer position when they are made left to right from the
 #   mixed prefix (`mode="sequential"`).
 #
+# Here scheduled sampling is used as it usually is: to continue training a teacher-forced model.
+# Below, the checkpoint of section 2 is fine-tuned for `FT_STEPS` more steps with $\alpha$ falling
+# linearly from 1 to $\alpha_{min} = 0.5$.
+#
 # ### The schedule panel
 #
-# Pick the shape and $\alpha_{min}$, then move along training: the panel shows $\alpha$ over training
-# and one validation row with its gold prefix, the checkpoint's proposals and the mixed input.
+# Pick the shape and $\alpha_{min}$, then move along the fine-tuning: the panel shows $\alpha$ over
+# the steps and one validation row with its gold prefix, the checkpoint's proposals and the mixed input.
 
 # %%
+FT_STEPS, FT_LR, ALPHA_MIN = 60, 5e-4, 0.5
 with torch.no_grad():
     proposals = checkpoint(val[i:i + 1]).argmax(-1)[0].cpu()     # proposals[t] = the model's token for t+1
 example = {"input_ids": val[i].cpu(), "predictions": proposals, "start": P, "tokenizer": tok}
@@ -293,23 +312,25 @@ example = {"input_ids": val[i].cpu(), "predictions": proposals, "start": P, "tok
 # NBVAL_IGNORE_OUTPUT
 from labkit.widgets import ScheduledSamplingPanel, render_scheduled_sampling  # noqa: E402
 
-ScheduledSamplingPanel(example=example, total_steps=SS_STEPS, alpha_min=0.5).ui()
+ScheduledSamplingPanel(example=example, total_steps=FT_STEPS, alpha_min=ALPHA_MIN).ui()
 
 # %% [markdown]
-# Without a widget front end, the panel as it opens (half-way through a linear schedule down to
-# $\alpha_{min}=0.5$),
-# and the value of $\alpha$ along each shape:
+# Without a widget front end, the panel as it opens (half-way through the linear schedule down to
+# $\alpha_{min}=0.5$), and the value of $\alpha$ along each shape:
 
 # %%
-print(render_scheduled_sampling(0.5, "linear", SS_STEPS // 2, SS_STEPS, example)["text"])
+print(render_scheduled_sampling(ALPHA_MIN, "linear", FT_STEPS // 2, FT_STEPS, example)["text"])
 for shape in ["constant", "linear", "exponential", "inverse_sigmoid"]:
-    print(f"{shape:>16}: " + " ".join(f"{alpha_schedule(s, SS_STEPS, shape, 0.5):.2f}" for s in range(0, SS_STEPS + 1, 25)))
+    print(f"{shape:>16}: " + " ".join(f"{alpha_schedule(s, FT_STEPS, shape, ALPHA_MIN):.2f}"
+                                     for s in range(0, FT_STEPS + 1, FT_STEPS // 6)))
 
 # %% [markdown]
 # ### What a step costs
 #
-# Count the forward passes of each training step (a hook on the model), then time 15 steps of
-# each on this machine.
+# Count the forward passes of each kind of training step with a hook on the model. The counts are
+# fixed by the recipe (**check**): 1 for teacher forcing, 2 for parallel scheduled sampling (the
+# extra one without gradients), 1 + 16 for sequential scheduled sampling (one proposal pass per
+# answer position).
 
 # %%
 calls = {"n": 0}
@@ -328,8 +349,16 @@ for name, step in step_kinds.items():
     forwards[name] = calls["n"]
 hook.remove()
 checkpoint.zero_grad(set_to_none=True)
-print("forward passes per step:", forwards)
-assert forwards == {"teacher forcing": 1, "scheduled, parallel": 2, "scheduled, sequential": 1 + N}
+check("07.forwards_teacher_forcing", forwards["teacher forcing"], 1, 0, text="forward passes per teacher-forced step")
+check("07.forwards_parallel", forwards["scheduled, parallel"], 2, 0, text="forward passes per parallel scheduled-sampling step")
+_ = check("07.forwards_sequential", forwards["scheduled, sequential"], 1 + N, 0,
+          text="forward passes per sequential scheduled-sampling step")
+
+# %% [markdown]
+# What the passes cost in seconds depends on the machine (model size, batch, CPU or GPU, and
+# whether the extra passes run without a backward). The cell below times 15 steps of each kind
+# here; its output changes from run to run and machine to machine, so it is not part of the
+# notebook's tested record.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -342,22 +371,28 @@ for name, step in step_kinds.items():
 checkpoint.zero_grad(set_to_none=True)
 for name, sec in cost.items():
     print(f"{name:<22} {1000 * sec:6.1f} ms CPU per step = {sec / cost['teacher forcing']:.1f} x teacher forcing")
-assert cost["scheduled, sequential"] > cost["scheduled, parallel"] > cost["teacher forcing"]
 
 # %% [markdown]
-# ### Does it reduce free-running errors here? Three seeds
+# ### Does it reduce free-running errors here? Eight seeds
 #
-# For seeds SEED, SEED+1, SEED+2: the same initialisation and the same batches, 200 steps each,
-# trained either with teacher forcing or with scheduled sampling (parallel, sampled proposals,
-# $\alpha$ linear from 1 to 0.75). (The teacher-forcing run of the first seed is the step-200
-# weights kept in section 2.) We compare free-running accuracy averaged over the 16 positions,
-# and at the last one.
+# One thing differs between the two arms: the training input. Both start from the **same
+# checkpoint** (section 2), and per seed both read the **same stream of batches** for the same
+# `FT_STEPS` steps with the same optimiser (AdamW, fresh state), learning rate `FT_LR` and gradient
+# clipping. Arm A fine-tunes with scheduled sampling (parallel mode, proposals sampled from the
+# model, $\alpha$ linear from 1 to 0.5); arm B, the control, with teacher forcing. The learning
+# rate is a quarter of the training one: at the full rate both arms solve this easy task within a
+# few dozen steps, and two perfect models have nothing to compare. The seeds vary the batches
+# and the coins of scheduled sampling; the checkpoint is the same for all.
+#
+# Measured on the validation rows: free-running accuracy (mean over the 16 positions, the metric
+# compared), teacher-forced accuracy (how well each arm fits gold prefixes: the two arms are not
+# forced to be equal there, so it is printed next to the comparison) and P(error | earlier error).
 
 # %%
 def ss_loss_for(coins):
     def loss(model, batch):
         x, y, step = batch
-        alpha = alpha_schedule(step, SS_STEPS, "linear", alpha_min=0.75)
+        alpha = alpha_schedule(step, FT_STEPS, "linear", alpha_min=ALPHA_MIN)
         return scheduled_sampling_loss(model, x, y, alpha, P, coins)[0]
     return loss
 
@@ -365,48 +400,98 @@ def ss_loss_for(coins):
 def scores(m):
     fr = free_running_predictions(m, val[:, :P], N, tok.pad_id)
     acc = position_accuracy(fr, gold)
-    tf = position_accuracy(teacher_forced_predictions(m, val, P), gold).mean().item()
-    return {"tf": tf, "fr": acc.mean().item(), "fr_last": acc[-1].item(),
+    return {"tf": tf_accuracy(m, val), "fr": acc.mean().item(), "fr_last": acc[-1].item(),
             "after_error": compounding(task.errors(val, fr))["after_error"]}
 
 
-seed_rows = {}
-for s in [SEED, SEED + 1, SEED + 2]:
-    tf_model = new_model(s)
-    if s == SEED:
-        tf_model.load_state_dict(kept["ss_budget"])
-        tf_model.to(DEVICE).eval()
-    else:
-        fit(tf_model, batches(s), tf_loss, steps=SS_STEPS, lr=LR, desc=f"TF seed {s}")
-    ss_model = new_model(s)
-    fit(ss_model, batches(s), ss_loss_for(torch.Generator().manual_seed(s + 1)), steps=SS_STEPS, lr=LR,
-        desc=f"SS seed {s}")
-    seed_rows[s] = {"teacher forcing": scores(tf_model), "scheduled sampling": scores(ss_model)}
+FT_SEEDS = [10 * SEED + k for k in range(8)]
+arms = {"scheduled sampling": {}, "teacher forcing": {}}
+for s in FT_SEEDS:
+    for arm in arms:
+        m = copy.deepcopy(checkpoint)
+        loss = ss_loss_for(torch.Generator().manual_seed(2000 + s)) if arm == "scheduled sampling" else tf_loss
+        fit(m, batches(1000 + s), loss, steps=FT_STEPS, lr=FT_LR, desc=f"{arm}, seed {s}")
+        arms[arm][s] = {"model": m, **scores(m)}
 
-print(f"{'seed':>4} {'training':<19}{'TF acc':>8}{'free-run acc':>14}{'at pos 16':>11}{'P(err|err)':>12}")
-for s, runs in seed_rows.items():
-    for name, r in runs.items():
-        print(f"{s:>4} {name:<19}{r['tf']:>8.2f}{r['fr']:>14.2f}{r['fr_last']:>11.2f}{r['after_error']:>12.2f}")
+print(f"fine-tuned from the checkpoint after {good_step} updates (teacher-forced accuracy {tf_accuracy(checkpoint, val):.3f}), "
+      f"{FT_STEPS} steps, lr {FT_LR}")
+print(f"{'seed':>4} {'fine-tuned with':<20}{'TF acc':>8}{'free-run acc':>14}{'at pos 16':>11}{'P(err|err)':>12}")
+for s in FT_SEEDS:
+    for arm, runs in arms.items():
+        r = runs[s]
+        print(f"{s:>4} {arm:<20}{r['tf']:>8.3f}{r['fr']:>14.3f}{r['fr_last']:>11.3f}{r['after_error']:>12.2f}")
 
 # %% [markdown]
-# **Claim (an honest one).** On this task, at equal steps and equal data, scheduled sampling does
-# **not** reduce free-running errors: on each of the 3 seeds its free-running accuracy is no
-# better than teacher forcing's (within 0.02), while each step costs more. Running this notebook
-# under `LABKIT_SEED=0, 1, 2` (seeds 0 to 4) gave the same verdict every time.
-#
-# Why, here: the model's proposals are mostly right, so a mixed input mostly repeats gold; where a
-# proposal is wrong, the gold target after it asks for the *true* count, which the
-# one-step rule cannot produce from the wrong count it reads; the model must sum all the
-# increments instead, a harder function for a 2-layer model, and its clean-prefix accuracy
-# drops. The column P(err|err) hints at the intended effect: after a slip, the scheduled-sampling
-# models derail no more often, and on most seeds less often, than the teacher-forced ones. Whether
-# that trade pays depends on the task, the schedule and the budget; here it did not.
+# **Comparisons.** Free-running accuracy, scheduled sampling (A) vs teacher forcing (B), paired by
+# seed, with a two-sided 95% interval over the 8 seeds; then the same for teacher-forced accuracy,
+# to see whether the arms ended equally good on gold prefixes. The verdicts printed are the ones
+# measured; `make test-seeds` reruns them from other checkpoints (`LABKIT_SEED=1, 2`).
 
 # %%
-diffs = {s: r["scheduled sampling"]["fr"] - r["teacher forcing"]["fr"] for s, r in seed_rows.items()}
-assert all(d <= 0.02 for d in diffs.values()), "scheduled sampling helped on some seed: update the text above"
-print("claim holds: free-running accuracy, scheduled sampling minus teacher forcing, per seed: "
-      + ", ".join(f"seed {s}: {d:+.2f}" for s, d in diffs.items()))
+matched = [f"init checkpoint (after {good_step} updates)", "fine-tuning batches (same stream per seed)",
+           f"{FT_STEPS} steps", f"lr {FT_LR}, AdamW, clip 1.0", "validation rows", "greedy decoding"]
+ss_vs_tf = compare("07.ss_free_running", [arms["scheduled sampling"][s]["fr"] for s in FT_SEEDS],
+                   [arms["teacher forcing"][s]["fr"] for s in FT_SEEDS], seeds=FT_SEEDS,
+                   arms=("scheduled sampling", "teacher forcing"), metric="free-running accuracy (mean over 16 positions)",
+                   expect="A worse", matched_on=matched)
+_ = compare("07.ss_teacher_forced", [arms["scheduled sampling"][s]["tf"] for s in FT_SEEDS],
+            [arms["teacher forcing"][s]["tf"] for s in FT_SEEDS], seeds=FT_SEEDS,
+            arms=("scheduled sampling", "teacher forcing"), metric="teacher-forced accuracy (gold prefixes)",
+            expect="A worse", matched_on=matched)
+
+# %% [markdown]
+# On this task, fine-tuning with scheduled sampling does **not** reduce free-running errors: the
+# interval lies below zero, so it ends slightly *worse* than fine-tuning with teacher forcing (by
+# how much depends on the checkpoint: `make test-seeds` shows the size), and each of its steps
+# costs one extra forward pass. It also ends slightly lower on gold prefixes (second comparison).
+# With errors compounding over 16 positions, a small per-token difference becomes a larger
+# free-running one, and that may account for much of the free-running gap: a **hypothesis**, since
+# the arms are matched on everything they were given, not on the teacher-forced accuracy they
+# reached.
+#
+# ### Why it does not help here: does scheduled sampling teach recovery?
+#
+# What scheduled sampling is meant to teach is recovery: after a slip in its input, produce the
+# true next count anyway. Measure that directly: plant one wrong count at a random answer position
+# of each gold validation row and read the model's next count. Either it **recovers** (the true
+# count) or it **continues** from the planted count (planted + increment, the one-step rule).
+
+# %%
+def slip_response(m):
+    """Share of rows whose next count, after one planted wrong count, is the true one / follows the planted one."""
+    out = after_injected_slip(m, val, P, task.digit_ids, torch.Generator().manual_seed(SEED + 7))
+    rows, k = torch.arange(len(val)), out["k"]
+    true_next = val[rows, k + 1].cpu()
+    continued = task.digit_ids[(task.values(out["slipped"][rows, k]) + task.values(val[rows, k - P + 2])) % 10]
+    return out["next"].eq(true_next).float().mean().item(), out["next"].eq(continued).float().mean().item()
+
+
+response = {"checkpoint": slip_response(checkpoint)}
+for arm in arms:
+    per_seed = [slip_response(arms[arm][s]["model"]) for s in FT_SEEDS]
+    response[arm] = tuple(sum(v) / len(v) for v in zip(*per_seed))
+for name, (rec, cont) in response.items():
+    print(f"{name:<20} recovers {rec:.3f}, continues from the planted count {cont:.3f} (mean over seeds)")
+
+# %% [markdown]
+# **Claims.** After fine-tuning with scheduled sampling the model still almost never recovers
+# (fewer than 5% of rows, about as rarely as the teacher-forced arm) and still continues from the
+# planted count in most rows (more than half). In this budget scheduled sampling did not teach the
+# function it is meant to teach.
+#
+# Why recovery is not learned is a **hypothesis** we did not test: recovering needs the true count,
+# i.e. the sum of all increments so far, while the one-step rule (previous count + increment) that
+# gold prefixes reward reads only the last count. For a 2-layer model in 60 steps at a small
+# learning rate, that second function is much harder to learn than the first. Whether scheduled
+# sampling pays depends on the task, the schedule and the budget; here it did not.
+
+# %%
+claim("07.ss_no_recovery", response["scheduled sampling"][0], below=0.05, fmt=".3f",
+      control="teacher-forcing arm", control_value=response["teacher forcing"][0],
+      text="scheduled-sampling arm: share of rows recovering the true count after a planted slip")
+_ = claim("07.ss_still_continues", response["scheduled sampling"][1], above=0.5, fmt=".3f",
+          control="teacher-forcing arm", control_value=response["teacher forcing"][1],
+          text="scheduled-sampling arm: share of rows continuing from the planted count")
 
 # %% [markdown]
 # ## 7. Try it
@@ -468,16 +553,14 @@ print("exercise 2: the mixed prefix follows the scheduled-sampling contract")
 
 # %% [markdown]
 # ## Summary
+#
+# The checkpoint's accuracy with gold and with its own prefixes, then this run's ledger (checks are
+# identities or counts fixed by construction; claims and the comparison are measured):
 
 # %%
-print(f"checkpoint kept at step {good_step} (teacher-forced validation accuracy >= 0.9)")
+print(f"checkpoint kept after {good_step} updates (teacher-forced accuracy on the probe rows >= 0.9)")
 print(f"{'':<36}{'gold prefix':>12}{'own prefix':>12}")
 print(f"{'accuracy, mean over 16 positions':<36}{at_ckpt['tf'].mean().item():>12.2f}{at_ckpt['fr'].mean().item():>12.2f}")
 print(f"{'accuracy at position 16':<36}{tf_last:>12.2f}{fr_last:>12.2f}")
 print(f"{'whole answer right':<36}{at_ckpt['tf_exact']:>12.2f}{at_ckpt['fr_exact']:>12.2f}")
-print(f"compounding: P(error | earlier error) {comp['after_error']:.2f} vs P(error | clean prefix) {comp['clean']:.2f}; "
-      f"local step errors {local_after:.2f} vs {local_clean:.2f}")
-print(f"after {STEPS} steps: own-prefix accuracy at position 16 = {at_end['fr'][-1].item():.2f} (nothing left to compound)")
-print("forward passes per step: " + ", ".join(f"{k} {v}" for k, v in forwards.items()))
-print("scheduled sampling minus teacher forcing (free-running accuracy): "
-      + ", ".join(f"seed {s} {d:+.2f}" for s, d in diffs.items()))
+_ = summary()

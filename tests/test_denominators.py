@@ -18,7 +18,7 @@ from labkit.dist import _fail_on_rank, data_parallel_step, run_ranks
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss, causal_lm_token_losses
 from labkit.reduce import (DP_MODES, REDUCTIONS, check_ddp_rank_loss, check_micro_batch_loss, effective_weights,
-                           rank_loss, reduce, simulate_ranks)
+                           micro_batch_mean_gaps, rank_loss, reduce, simulate_ranks)
 from labkit.viz import token_weights_figure
 from labkit.widgets import ReductionPanel, render_reduction
 
@@ -188,3 +188,36 @@ def test_check_ddp_rank_loss_names_the_misconception():
     check_ddp_rank_loss(lambda s, c, n, r: s * r / n)
     assert "world_size" in _message(check_ddp_rank_loss, lambda s, c, n, r: s / n)
     assert "own token mean" in _message(check_ddp_rank_loss, lambda s, c, n, r: s / c)
+
+
+# ----------------------------------------------------------------------------- mean of means on random batches
+
+def test_micro_batch_mean_gaps_by_hand():
+    """Two sequences per batch, one per micro-batch: the gap is computable by hand for every draw."""
+    sums, counts = torch.tensor([2.0, 30.0]), torch.tensor([1, 10])
+    gaps = micro_batch_mean_gaps(sums, counts, n_micro=2, micro_size=1, n_batches=5, generator=torch.Generator().manual_seed(0))
+    token_mean, mean_of_means = 32 / 11, (2 / 1 + 30 / 10) / 2
+    assert gaps.shape == (5,) and torch.allclose(gaps, torch.full((5,), (mean_of_means - token_mean) / token_mean,
+                                                                  dtype=torch.float64))
+
+
+def test_micro_batch_mean_gaps_vanish_with_equal_counts():
+    """Equal token counts in every micro-batch: the mean of means IS the token mean."""
+    g = torch.Generator().manual_seed(1)
+    sums = torch.rand(40, generator=g) * 10
+    gaps = micro_batch_mean_gaps(sums, torch.full((40,), 7), n_micro=4, micro_size=3, n_batches=50, generator=g)
+    assert gaps.abs().max() < 1e-12
+    unequal = micro_batch_mean_gaps(sums, torch.randint(1, 20, (40,), generator=g), 4, 3, 50, generator=g)
+    assert unequal.abs().max() > 1e-3
+
+
+def test_micro_batch_mean_gaps_refuse_bad_input():
+    s, c = torch.ones(6), torch.ones(6, dtype=torch.long)
+    with pytest.raises(ContractError, match="pool"):
+        micro_batch_mean_gaps(s, c, n_micro=4, micro_size=2)
+    with pytest.raises(ContractError, match="one entry per sequence"):
+        micro_batch_mean_gaps(s, c[:5], 2, 2)
+    with pytest.raises(ContractError, match="counts > 0"):
+        micro_batch_mean_gaps(s, torch.tensor([1, 1, 0, 1, 1, 1]), 2, 2)
+    with pytest.raises(ContractError, match=">= 1"):
+        micro_batch_mean_gaps(s, c, 0, 2)

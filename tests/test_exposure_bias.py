@@ -9,7 +9,7 @@ import torch.nn as nn
 from labkit import IGNORE
 from labkit.checks import ContractError
 from labkit.data import RunningSumTask
-from labkit.paradigms.autoregressive import (ALPHA_SHAPES, alpha_schedule, causal_lm_loss, check_compounding,
+from labkit.paradigms.autoregressive import (ALPHA_SHAPES, after_injected_slip, alpha_schedule, causal_lm_loss, check_compounding,
                                              check_scheduled_mix, compounding, earlier_error,
                                              free_running_predictions, position_accuracy,
                                              scheduled_sampling_inputs, scheduled_sampling_loss,
@@ -133,6 +133,54 @@ def test_compounding_and_earlier_error():
     assert math.isnan(compounding(torch.zeros(2, 3, dtype=torch.bool))["after_error"])   # no error, no condition
     with pytest.raises(ContractError):
         compounding(torch.zeros(3, dtype=torch.bool))
+
+
+def test_after_injected_slip_plants_one_wrong_token_and_reads_the_next(task):
+    """The exact rule model continues from the planted count every time and never recovers."""
+    x = task.sample(200, torch.Generator().manual_seed(4))
+    P = task.prompt_len
+    out = after_injected_slip(RuleModel(task), x, P, task.digit_ids, torch.Generator().manual_seed(0))
+    rows, k = torch.arange(len(x)), out["k"]
+    changed = out["slipped"].ne(x)
+    assert changed.sum(1).eq(1).all() and changed[rows, k].all()           # exactly one token, at k
+    assert k.min() >= P and k.max() <= x.shape[1] - 2 and len(set(k.tolist())) > 1
+    assert torch.isin(out["slipped"][rows, k], task.digit_ids).all()
+    continued = task.digit_ids[(task.values(out["slipped"][rows, k]) + task.values(x[rows, k - P + 2])) % 10]
+    assert torch.equal(out["next"], continued) and not out["next"].eq(x[rows, k + 1]).any()
+    again = after_injected_slip(RuleModel(task), x, P, task.digit_ids, torch.Generator().manual_seed(0))
+    assert torch.equal(again["slipped"], out["slipped"])                  # the generator fixes the draw
+
+
+def test_after_injected_slip_refuses_bad_input(task):
+    x = task.sample(4, torch.Generator().manual_seed(5))
+    with pytest.raises(ContractError, match="start"):
+        after_injected_slip(RuleModel(task), x, x.shape[1] - 1, task.digit_ids)
+    with pytest.raises(ContractError, match="candidates"):
+        after_injected_slip(RuleModel(task), x, task.prompt_len, task.digit_ids[:3])
+    with pytest.raises(ContractError, match="at least 2"):
+        after_injected_slip(RuleModel(task), x, task.prompt_len, task.digit_ids[:1])
+
+
+def test_fit_callback_sees_every_step_and_changes_nothing(task):
+    """fit(callback=...) is called after each update with (step, model, loss) and leaves training as it was."""
+    from labkit.models import TinyCausalLM
+    from labkit.train import fit
+
+    data = [task.sample(8, torch.Generator().manual_seed(i)) for i in range(3)]
+
+    def run(callback=None):
+        torch.manual_seed(0)
+        lm = TinyCausalLM(len(task.tokenizer), d_model=16, n_layers=1, n_heads=2, max_len=task.length)
+        hist = fit(lm, data, lambda m, x: causal_lm_loss(m(x), task.labels(x)), steps=5, lr=1e-2, device="cpu",
+                   progress=False, callback=callback)
+        return lm, hist
+
+    seen = []
+    lm_cb, hist_cb = run(lambda step, m, loss: seen.append((step, m.training, loss)))
+    lm_plain, hist_plain = run()
+    assert [s for s, _, _ in seen] == list(range(5)) and all(training for _, training, _ in seen)
+    assert [l for _, _, l in seen] == hist_cb.loss == hist_plain.loss
+    assert all(torch.equal(a, b) for a, b in zip(lm_cb.state_dict().values(), lm_plain.state_dict().values()))
 
 
 # ----------------------------------------------------------------------------- scheduled sampling
