@@ -22,13 +22,18 @@
 #
 # 1. a golden 5-token test that reads, from the loss gradient, which token each logit is trained on;
 # 2. two identical models trained on a synthetic world with a known distribution, one with the
-#    correct shift and one with a double shift: next-token accuracy vs accuracy at *t+2*;
+#    correct shift and one with a double shift, over three seeds: next-token accuracy vs accuracy
+#    at *t+2*, and where each held-out loss settles;
 # 3. the same bug in a transformers GPT-2 that is handed pre-shifted labels;
 # 4. the finite-context floor: a model that reads fewer than *k* tokens cannot beat the entropy
 #    labkit computes for that context;
 # 5. the shift panel, and two exercises.
 #
-# **Runtime:** about 40 s on a laptop CPU (2 cores); a few seconds on a GPU.
+# Every number the notebook asserts goes through `labkit.claims`: `CHECK` lines are identities
+# (true by construction), `CLAIM` lines are measurements with a visible threshold, `COMPARE` lines
+# are two arms that differ in one named thing, over seeds, with a two-sided verdict.
+#
+# **Runtime:** about 30 s on a laptop CPU (2 cores); a few seconds on a GPU.
 
 # %%
 import matplotlib.pyplot as plt
@@ -38,10 +43,11 @@ from transformers import GPT2Config, GPT2LMHeadModel
 import labkit
 from labkit import IGNORE
 from labkit.checks import ContractError, assert_golden_shift, golden_shift_table
+from labkit.claims import check, claim, compare, summary
 from labkit.data import KBackSource, MarkovWorld
 from labkit.models import TinyCausalLM
-from labkit.paradigms.autoregressive import (ar_example, causal_lm_loss, causal_lm_token_losses, generate,
-                                             offset_accuracy)
+from labkit.paradigms.autoregressive import (ar_example, causal_lm_loss, causal_lm_token_losses, check_fixed_batch,
+                                             generate, offset_accuracy)
 from labkit.train import fit
 from labkit.viz import contract_text, loss_curves
 from labkit.vocab import seed_vocab
@@ -91,11 +97,15 @@ try:
 except ContractError as err:
     print("ContractError:", err)
 
-# claim: both correct conventions pass, the double shift is caught
+# checks (true by construction): the correct conventions train logit t on token t+1, the double shift on t+2
 for name in ["internal builder + shifting loss", "external builder + plain loss"]:
-    assert_golden_shift(record, *pipelines[name], len(tok))
+    rows = assert_golden_shift(record, *pipelines[name], len(tok))
+    check(f"03.golden_{name.split()[0]}", sum(r["trained_target"] == r["next_token"] for r in rows if r["next_token"]),
+          len(record) - 1, text=f"{name}: logits trained on token t+1")
 double_rows = golden_shift_table(record, *pipelines["external builder + shifting loss"], len(tok))
 assert [r["trained_target"] for r in double_rows[:3]] == record[2:5]   # logit t -> token t+2
+_ = check("03.golden_double", sum(r["trained_target"] == record[r["t"] + 2] for r in double_rows if r["t"] + 2 < len(record)),
+          len(record) - 2, text="external builder + shifting loss: logits trained on token t+2")
 
 # %% [markdown]
 # The contract table of the internal-shift example: the last row is what each logit is trained
@@ -114,73 +124,94 @@ print(contract_text({k: torch.tensor([v]) for k, v in example.items()}, tokenize
 # $H = \sum_s \pi_s H(P_s)$ and the Bayes accuracy $\sum_s \pi_s \max_j P_{sj}$, for the next
 # token and for the token two steps ahead ($P^2$).
 #
-# Two identical TinyCausalLMs, same data, same seed, same steps. The only difference: the
-# double-shift run gets `labels = x[1:]` (shifted in the dataset) *and* the loss shifts again.
+# Two identical TinyCausalLMs, same data, same initial weights, same steps. The only difference:
+# the double-shift run gets `labels = x[1:]` (shifted in the dataset) *and* the loss shifts again.
+# We repeat the pair on three seeds (each seed draws new training and held-out blocks and a new
+# initialisation, shared by both arms), and score each model on held-out blocks: next-token
+# accuracy, accuracy at *t+2*, the held-out value of the loss it was trained with, and the share
+# of legal word pairs in 16 samples at temperature 1 from "<bos> the" (known: $P_{ab} > 0$).
 
 # %%
 world = MarkovWorld(tokenizer=tok)
-gen = torch.Generator().manual_seed(SEED)
-train_blocks = world.sample_blocks(4096, 33, gen)
-val_blocks = world.sample_blocks(256, 33, torch.Generator().manual_seed(SEED + 1))
-STEPS, BATCH = 200, 32
+SEEDS = [SEED, SEED + 1, SEED + 2]
+KINDS = ["correct", "double"]
+STEPS, BATCH, BLOCK = 160, 32, 16
+H1, H2 = world.entropy_rate(1), world.entropy_rate(2)
+best1, best2 = world.bayes_accuracy(1), world.bayes_accuracy(2)
+prompts = [tok.encode("<bos> the")] * 16
 
 
-def ar_batches(kind):
-    """step -> batch dict; kind 'correct' = internal labels, 'double' = labels already shifted."""
-    def get(step):
-        x = train_blocks[(step * BATCH) % len(train_blocks):][:BATCH]
-        if kind == "double":
-            return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
-        return {"input_ids": x[:, :-1], "labels": x[:, :-1]}
-    return get
+def ar_batch(x, kind):
+    """Blocks [B, BLOCK+1] -> batch dict; 'correct' = internal labels, 'double' = labels already shifted."""
+    if kind == "double":
+        return {"input_ids": x[:, :-1], "labels": x[:, 1:]}
+    return {"input_ids": x[:, :-1], "labels": x[:, :-1]}
 
 
 def shifting_loss(model, batch):
     return causal_lm_loss(model(batch["input_ids"]), batch["labels"], shift=True)
 
 
-models, histories = {}, {}
-for kind in ["correct", "double"]:
-    torch.manual_seed(SEED)
-    models[kind] = TinyCausalLM(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=32)
-    histories[kind] = fit(models[kind], ar_batches(kind), shifting_loss, steps=STEPS, lr=3e-3, desc=kind)
-
-# %%
-x_val = val_blocks[:, :-1].to(DEVICE)
-results = {}
-with torch.no_grad():
-    for kind, model in models.items():
+def train_and_score(kind, seed):
+    """Train one arm on the seed's blocks from the seed's initial weights; score it on held-out blocks."""
+    train_blocks = world.sample_windows(4096, BLOCK + 1, torch.Generator().manual_seed(seed))
+    val_blocks = world.sample_windows(256, BLOCK + 1, torch.Generator().manual_seed(seed + 1000)).to(DEVICE)
+    torch.manual_seed(seed)
+    model = TinyCausalLM(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=32)
+    hist = fit(model, lambda s: ar_batch(train_blocks[(s * BATCH) % 4096:][:BATCH], kind), shifting_loss,
+               steps=STEPS, lr=3e-3, desc=f"{kind}, seed {seed}")
+    x_val = val_blocks[:, :-1]
+    with torch.no_grad():
         logits = model(x_val)
-        first, last = histories[kind].first_last(20)
-        results[kind] = {"loss_first": first, "loss_last": last,
-                         "next_acc": offset_accuracy(logits, x_val, 1), "t2_acc": offset_accuracy(logits, x_val, 2)}
-H1, H2 = world.entropy_rate(1), world.entropy_rate(2)
-best1, best2 = world.bayes_accuracy(1), world.bayes_accuracy(2)
-print(f"known source: next-token entropy {H1:.2f} nats, two-ahead entropy {H2:.2f} nats")
+        held_out = shifting_loss(model, ar_batch(val_blocks, kind)).item()
+    samples = generate(model, prompts, max_new_tokens=14, pad_id=tok.pad_id, temperature=1.0,
+                       generator=torch.Generator().manual_seed(seed))
+    return {"model": model, "history": hist, "drop": hist.first_last(20)[0] - hist.first_last(20)[1],
+            "held_out": held_out, "next_acc": offset_accuracy(logits, x_val, 1), "t2_acc": offset_accuracy(logits, x_val, 2),
+            "legal": sum(world.legal_rate(p + s) for p, s in zip(prompts, samples)) / len(samples), "samples": samples}
+
+
+runs = {(kind, seed): train_and_score(kind, seed) for seed in SEEDS for kind in KINDS}
+print(f"known source: next-token entropy H1 = {H1:.3f} nats, two-ahead entropy H2 = {H2:.3f} nats")
 print(f"              best next-token accuracy {best1:.2f}, best two-ahead accuracy {best2:.2f}\n")
-for kind, r in results.items():
-    print(f"{kind:>7} shift: loss {r['loss_first']:.2f} -> {r['loss_last']:.2f} | "
-          f"next-token accuracy {r['next_acc']:.2f} | t+2 accuracy {r['t2_acc']:.2f}")
+print(f"{'':>14} {'loss drop':>9} {'held-out loss':>13} {'-H1':>7} {'-H2':>7} {'next acc':>8} {'t+2 acc':>8} {'legal pairs':>11}")
+for (kind, seed), r in runs.items():
+    print(f"{kind:>7} seed {seed:<2} {r['drop']:>9.2f} {r['held_out']:>13.3f} {r['held_out'] - H1:>+7.3f} "
+          f"{r['held_out'] - H2:>+7.3f} {r['next_acc']:>8.2f} {r['t2_acc']:>8.2f} {r['legal']:>11.2f}")
 
 # %% [markdown]
-# **Claim.** Both losses fall by more than 1 nat (mean of the first vs the last 20 steps); the correct model reaches the next-token Bayes
-# accuracy; the double-shift model's next-token accuracy collapses while it predicts the token two
-# ahead about as well as any model can. Its loss settles at the *two-ahead* entropy: it learned
-# a well-defined task, just not ours.
+# **Claims.** (a) The double-shift loss falls smoothly, like the correct one: the loss curve
+# cannot tell the two apart. (b) Next-token accuracy: shift once vs double shift, over the three
+# seeds. (c) The correct model reaches the next-token Bayes accuracy, and the double-shift model
+# the *t+2* Bayes accuracy, on every seed (worst seed shown). (d) Where each held-out loss settles:
+# the double-shift loss must sit much closer to the two-ahead entropy H2 than to the next-token
+# entropy H1, measured as the ratio of the two distances (both printed above, per seed), and the
+# correct loss the other way round; "much closer" means a ratio below 0.25 on the worst seed. The
+# double-shift model learned a well-defined task, just not ours.
 
 # %%
-c, d = results["correct"], results["double"]
-assert c["loss_first"] - c["loss_last"] > 1 and d["loss_first"] - d["loss_last"] > 1, "both losses should fall"
-assert c["next_acc"] > best1 - 0.05, f"correct shift should reach ~{best1:.2f} next-token accuracy"
-assert d["next_acc"] < 0.10, "double shift: next-token accuracy collapses"
-assert d["t2_acc"] > best2 - 0.06, f"double shift: t+2 accuracy near its ceiling {best2:.2f}"
-assert abs(d["loss_last"] - H2) < 0.25 < abs(d["loss_last"] - H1), "the double-shift loss converges to the t+2 entropy"
-print(f"claim holds: next-token accuracy {c['next_acc']:.2f} vs {d['next_acc']:.2f}; "
-      f"double-shift t+2 accuracy {d['t2_acc']:.2f} (ceiling {best2:.2f})")
+def per_seed(kind, key):
+    return [runs[(kind, s)][key] for s in SEEDS]
+
+
+claim("03.double_loss_falls", min(per_seed("double", "drop")), above=1.0,
+      text="double shift, worst seed: training loss drop, first vs last 20 steps (nats)",
+      control="shift once, worst seed", control_value=min(per_seed("correct", "drop")))
+compare("03.next_token_accuracy", per_seed("correct", "next_acc"), per_seed("double", "next_acc"), seeds=SEEDS,
+        arms=("shift once", "double shift"), metric="next-token accuracy on held-out blocks", expect="A better",
+        matched_on=["model and initial weights", "training blocks and order", "steps, batch, lr", "loss (shifts inside)"])
+claim("03.correct_gap_to_bayes", max(best1 - a for a in per_seed("correct", "next_acc")), below=0.05,
+      text="shift once, worst seed: Bayes next-token accuracy minus the model's")
+claim("03.double_gap_to_t2_bayes", max(best2 - a for a in per_seed("double", "t2_acc")), below=0.05,
+      text="double shift, worst seed: Bayes t+2 accuracy minus the model's t+2 accuracy")
+claim("03.double_loss_at_H2", max(abs(L - H2) / abs(L - H1) for L in per_seed("double", "held_out")), below=0.25,
+      text="double shift, worst seed: |held-out loss - H2| / |held-out loss - H1|", fmt=".3f")
+_ = claim("03.correct_loss_at_H1", max(abs(L - H1) / abs(L - H2) for L in per_seed("correct", "held_out")), below=0.25,
+          text="shift once, worst seed: |held-out loss - H1| / |held-out loss - H2|", fmt=".3f")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-fig = loss_curves({"correct shift": histories["correct"], "double shift": histories["double"]},
+fig = loss_curves({"correct shift": runs[("correct", SEED)]["history"], "double shift": runs[("double", SEED)]["history"]},
                   title="Both losses fall: the loss curve cannot tell you which task you trained",
                   floor=H1, floor_label="next-token entropy (known)")
 fig.axes[0].axhline(H2, color="grey", linestyle=":", label="two-ahead entropy (known)")
@@ -191,20 +222,16 @@ plt.show()
 # ### Samples from both models
 #
 # Sampling at temperature 1 from "<bos> the": a correct model writes sentences of the world; the
-# double-shift model emits, at every step, a guess for the token *after* the next one. We score
-# each sample by the share of its word pairs that the world allows (known: $P_{ab} > 0$).
+# double-shift model emits, at every step, a guess for the token *after* the next one. Each sample
+# is scored by the share of its word pairs that the world allows; the comparison pools the three
+# seeds of the previous cells.
 
 # %%
-prompts = [tok.encode("<bos> the")] * 16
-legal = {}
-for kind, model in models.items():
-    samples = generate(model, prompts, max_new_tokens=14, pad_id=tok.pad_id, temperature=1.0,
-                       generator=torch.Generator().manual_seed(SEED))
-    legal[kind] = sum(world.legal_rate(p + s) for p, s in zip(prompts, samples)) / len(samples)
-    print(f"{kind} shift:\n  " + "\n  ".join(tok.decode(prompts[0] + s) for s in samples[:3]))
-    print(f"  legal word pairs: {legal[kind]:.2f}")
-assert legal["correct"] > 0.95 and legal["double"] < legal["correct"] - 0.3
-print(f"claim holds: legal pairs {legal['correct']:.2f} (correct) vs {legal['double']:.2f} (double shift)")
+for kind in KINDS:
+    print(f"{kind} shift, seed {SEED}:\n  " + "\n  ".join(tok.decode(prompts[0] + s) for s in runs[(kind, SEED)]["samples"][:3]))
+_ = compare("03.legal_word_pairs", per_seed("correct", "legal"), per_seed("double", "legal"), seeds=SEEDS,
+            arms=("shift once", "double shift"), metric="share of legal word pairs in samples", expect="A better",
+            matched_on=["model and initial weights", "training blocks and order", "steps, batch, lr", "prompts and sampling seed"])
 
 # %% [markdown]
 # ## 3. The same bug with a transformers model
@@ -227,52 +254,88 @@ def hf_loss(model, batch):
     return model(input_ids=batch["input_ids"], labels=batch["labels"]).loss   # transformers shifts inside
 
 
+train_blocks = world.sample_windows(4096, BLOCK + 1, torch.Generator().manual_seed(SEED))
+x_val = world.sample_windows(256, BLOCK + 1, torch.Generator().manual_seed(SEED + 1000))[:, :-1].to(DEVICE)
 hf_results = {}
-for kind in ["correct", "double"]:
+for kind in KINDS:
     model = gpt2()
-    hist = fit(model, ar_batches(kind), hf_loss, steps=STEPS, lr=3e-3, desc=f"gpt2 {kind}")
+    hist = fit(model, lambda s, k=kind: ar_batch(train_blocks[(s * BATCH) % 4096:][:BATCH], k), hf_loss,
+               steps=STEPS, lr=3e-3, desc=f"gpt2 {kind}")
     with torch.no_grad():
         logits = model(input_ids=x_val).logits
-    hf_results[kind] = (hist.first_last(20), offset_accuracy(logits, x_val, 1), offset_accuracy(logits, x_val, 2))
-    (first, last), acc1, acc2 = hf_results[kind]
-    print(f"GPT-2, {kind:>7} labels: loss {first:.2f} -> {last:.2f} | next-token accuracy {acc1:.2f} | t+2 accuracy {acc2:.2f}")
+    hf_results[kind] = {"next_acc": offset_accuracy(logits, x_val, 1), "t2_acc": offset_accuracy(logits, x_val, 2)}
+    first, last = hist.first_last(20)
+    print(f"GPT-2, {kind:>7} labels: loss {first:.2f} -> {last:.2f} | next-token accuracy {hf_results[kind]['next_acc']:.2f} "
+          f"| t+2 accuracy {hf_results[kind]['t2_acc']:.2f}")
 
-assert hf_results["correct"][1] > best1 - 0.05 and hf_results["double"][1] < 0.10 < best2 - 0.06 < hf_results["double"][2]
-print("claim holds: pre-shifted labels make transformers' GPT-2 learn t+2 too")
+# %% [markdown]
+# **Claims** (seed 0 here; `tools/run_seeds.py` repeats them under other seeds). With pre-shifted
+# labels GPT-2's next-token accuracy collapses while its *t+2* accuracy comes within 0.05 of the
+# Bayes limit; with `labels = input_ids` it reaches the next-token Bayes limit.
+
+# %%
+claim("03.gpt2_double_next_acc", hf_results["double"]["next_acc"], below=0.10,
+      text="GPT-2, pre-shifted labels: next-token accuracy", control="GPT-2, labels = input_ids",
+      control_value=hf_results["correct"]["next_acc"])
+claim("03.gpt2_double_gap_to_t2_bayes", best2 - hf_results["double"]["t2_acc"], below=0.05,
+      text="GPT-2, pre-shifted labels: Bayes t+2 accuracy minus the model's")
+_ = claim("03.gpt2_correct_gap_to_bayes", best1 - hf_results["correct"]["next_acc"], below=0.05,
+          text="GPT-2, labels = input_ids: Bayes next-token accuracy minus the model's")
 
 # %% [markdown]
 # ## 4. The finite-context floor
 #
 # A model that reads only the last $L$ tokens optimises $\prod_t p(x_t \mid x_{t-L:t-1})$, not
 # $p(x_t \mid x_{<t})$. `KBackSource` makes the cost exact: each token copies (plus one) the token
-# $k=6$ steps back, with 10% noise. Tokens fewer than $k$ apart are independent, so with $L < k$ the
-# best possible loss is $\log 10 = 2.30$ nats; with $L \ge k$ it is the noise entropy, about
-# 0.50 nats. TinyCausalLM gets a sliding attention window: each of its 2 layers reads `window`
-# tokens, so a position can be influenced by `model.context_length` = 2·(window−1)+1 tokens.
-# Window 3 gives a context of 5 tokens, one short of *k*; without a window the model reads the
-# whole 32-token block.
+# $k=6$ steps back, with a little noise. Tokens fewer than $k$ apart are independent, so with
+# $L < k$ the best possible loss is $\log 10$ nats; with $L \ge k$ it is the (much lower) noise
+# entropy. Both floors are known exactly (`source.conditional_entropy(L)`). TinyCausalLM gets a
+# sliding attention window: each of its 2 layers reads `window` tokens, so a position can be
+# influenced by `model.context_length` = 2·(window−1)+1 tokens. Window 3 gives a context of 5
+# tokens, one short of *k*; without a window the model reads the whole 16-token block. Both
+# models are trained on the same blocks from the same initial weights, on three seeds, and scored
+# on held-out blocks at the positions $t \ge k$.
 
 # %%
 source = KBackSource(k=6, tokenizer=tok)
-kb_train = source.sample(4096, 32, torch.Generator().manual_seed(SEED))
-kb_val = source.sample(256, 32, torch.Generator().manual_seed(SEED + 1)).to(DEVICE)
-floor_rows = {}
-for window in [3, None]:
-    torch.manual_seed(SEED)
-    model = TinyCausalLM(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=32, window=window)
-    L = model.context_length
-    fit(model, lambda s: kb_train[(s * BATCH) % 4096:][:BATCH], lambda m, x: causal_lm_loss(m(x), x),
-        steps=300, lr=3e-3, desc=f"window {window}")
-    with torch.no_grad():
-        losses, _ = causal_lm_token_losses(model(kb_val), kb_val)
-    measured = losses[:, source.k - 1:-1].mean().item()   # logits that predict tokens t >= k
-    floor_rows[L] = (measured, source.conditional_entropy(L))
-    print(f"context {L:>2} tokens (window {window}): measured loss {measured:.2f} nats | known floor {floor_rows[L][1]:.2f} nats")
+floor = {}
+for seed in SEEDS:
+    kb_train = source.sample(4096, BLOCK, torch.Generator().manual_seed(seed))
+    kb_val = source.sample(256, BLOCK, torch.Generator().manual_seed(seed + 1000)).to(DEVICE)
+    for window in [3, None]:
+        torch.manual_seed(seed)
+        model = TinyCausalLM(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=32, window=window)
+        fit(model, lambda s: kb_train[(s * BATCH) % 4096:][:BATCH], lambda m, x: causal_lm_loss(m(x), x),
+            steps=200, lr=3e-3, desc=f"window {window}, seed {seed}")
+        with torch.no_grad():
+            losses, _ = causal_lm_token_losses(model(kb_val), kb_val)
+        scored = losses[:, source.k - 1:-1]                 # logits that predict tokens t >= k
+        L = min(model.context_length, BLOCK)
+        floor[(window, seed)] = {"L": L, "loss": scored.mean().item(), "se": (scored.std() / scored.numel() ** 0.5).item(),
+                                 "own": source.conditional_entropy(L)}
+H_short, H_full = source.conditional_entropy(5), source.conditional_entropy(BLOCK)
+print(f"known floors: context 5 (< k) {H_short:.3f} nats = log 10; context {BLOCK} (>= k) {H_full:.3f} nats\n")
+for (window, seed), r in floor.items():
+    other = H_full if r["own"] == H_short else H_short
+    print(f"window {str(window):>4}, seed {seed}: context {r['L']:>2} tokens | held-out loss {r['loss']:.3f} "
+          f"(± {r['se']:.3f} s.e.) | distance to its floor {abs(r['loss'] - r['own']):.3f} | to the other floor "
+          f"{abs(r['loss'] - other):.3f}")
 
-(short, short_floor), (full, full_floor) = floor_rows[5], floor_rows[32]
-assert short > short_floor - 0.02, "no model can beat the entropy of its context"
-assert short - short_floor < 0.1 and full - full_floor < 0.15 and short - full > 1.5
-print(f"claim holds: context < k stays at the floor {short_floor:.2f}; context >= k reaches {full:.2f}")
+# %% [markdown]
+# **Claims.** Each model settles at the floor of its own context: its distance to its own floor is
+# less than a quarter of its distance to the other floor, on every seed (worst seed shown). The
+# short-context model does not go below $\log 10$ beyond sampling noise: the bound is a theorem,
+# and a leak through the window would break it (measured as the worst seed's excess loss in
+# standard errors of the mean, which must stay above −3).
+
+# %%
+short, full = [floor[(3, s)] for s in SEEDS], [floor[(None, s)] for s in SEEDS]
+claim("03.short_context_at_log10", max(abs(r["loss"] - H_short) / abs(r["loss"] - H_full) for r in short), below=0.25,
+      text="context 5 < k, worst seed: distance to log 10 / distance to the full-context floor", fmt=".3f")
+claim("03.full_context_at_noise_floor", max(abs(r["loss"] - H_full) / abs(r["loss"] - H_short) for r in full), below=0.25,
+      text=f"context {BLOCK} >= k, worst seed: distance to its floor / distance to log 10", fmt=".3f")
+_ = claim("03.short_context_not_below_log10", min((r["loss"] - H_short) / r["se"] for r in short), above=-3.0,
+          text="context 5 < k, worst seed: (held-out loss - log 10) in standard errors")
 
 # %% [markdown]
 # ## 5. The shift panel
@@ -319,8 +382,11 @@ print("exercise 1: your builder passes the golden shift check")
 # %% [markdown]
 # **Exercise 2.** A colleague's collator returns the batch below and their model's loss shifts
 # internally (`causal_lm_loss(shift=True)`). Read the contract with `labkit.checks.audit`, then
-# write `fixed_labels`, the labels that make this batch train next-token prediction with the
-# same shifting loss.
+# write `fixed_batch`: from the colleague's batch, build a batch (`input_ids`, `attention_mask`,
+# `labels`) that trains next-token prediction on these records with the same shifting loss:
+# every prefix of a record predicts its next token, the last pair (which predicts `<eos>`, the
+# model's only way to learn to stop) included. `labkit...check_fixed_batch` reads from the
+# labels which (context, target) pairs the batch trains and compares them with the records'.
 
 # %%
 from labkit.batch import collate  # noqa: E402
@@ -332,30 +398,24 @@ for finding in audit(colleague, loss_shifts=True):
     print(finding)
 
 # %%
-def fixed_labels(batch):
+def fixed_batch(batch):
     ### BEGIN SOLUTION
-    labels = batch.input_ids.clone()
-    labels[batch.attention_mask == 0] = IGNORE
-    return labels
+    # each full record x = its first input token followed by its real labels (x[1:])
+    rows = [[int(batch.input_ids[b, 0])] + [y for y in batch.labels[b].tolist() if y != IGNORE]
+            for b in range(batch.input_ids.shape[0])]
+    return collate([ar_example(x, "internal") for x in rows], tok.pad_id)
     ### END SOLUTION
 
 
 # %%
-# CHECK: 03-fixed-labels
-def check_fixed_labels(batch, labels):
-    """The repaired labels must pass audit() with a shifting loss and keep every real token."""
-    repaired = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels)
-    findings = audit(repaired, loss_shifts=True)
-    assert not findings, f"audit still finds: {findings[0]} (with a shifting loss, labels are a copy of input_ids)"
-    assert labels.ne(IGNORE).sum() == batch.attention_mask.sum(), "every real token should be a label; only padding is -100"
-
-
-check_fixed_labels(colleague, fixed_labels(colleague))
+# CHECK: 03-fixed-batch
+check_fixed_batch(records, fixed_batch(colleague), eos_id=tok.eos_id)
 ### BEGIN HIDDEN TESTS
-other = collate([ar_example(tok.encode(s, add_bos=True), "external") for s in ["the cat sat", "a bird slept on the sofa"]], tok.pad_id)
-check_fixed_labels(other, fixed_labels(other))
+other_records = [tok.encode(s, add_bos=True, add_eos=True) for s in ["the cat sat", "a bird slept on the sofa", "the"]]
+other = collate([ar_example(r, "external") for r in other_records], tok.pad_id)
+check_fixed_batch(other_records, fixed_batch(other), eos_id=tok.eos_id)
 ### END HIDDEN TESTS
-print("exercise 2: audit finds nothing wrong with the repaired batch")
+print("exercise 2: the repaired batch trains every next-token pair of the records, <eos> included")
 
 # %% [markdown]
 # ## Summary
@@ -367,13 +427,8 @@ print("exercise 2: audit finds nothing wrong with the repaired batch")
 # | next-token accuracy | ≈ Bayes limit | ≈ 0 |
 # | legal word pairs in samples | ≈ 1 | far lower |
 #
-# The printed table below is this run's numbers.
+# A model that reads fewer tokens than the source depends on stays at the entropy of what it
+# reads, however long it trains. This run's ledger (every check, claim and comparison above):
 
 # %%
-print(f"{'':<26}{'correct':>10}{'double':>10}")
-print(f"{'final loss (nats)':<26}{c['loss_last']:>10.2f}{d['loss_last']:>10.2f}")
-print(f"{'next-token accuracy':<26}{c['next_acc']:>10.2f}{d['next_acc']:>10.2f}")
-print(f"{'t+2 accuracy':<26}{c['t2_acc']:>10.2f}{d['t2_acc']:>10.2f}")
-print(f"{'legal word pairs':<26}{legal['correct']:>10.2f}{legal['double']:>10.2f}")
-print(f"{'GPT-2 next-token accuracy':<26}{hf_results['correct'][1]:>10.2f}{hf_results['double'][1]:>10.2f}")
-print(f"finite context: 5 tokens -> loss {short:.2f} (floor {short_floor:.2f}); 32 tokens -> loss {full:.2f} (floor {full_floor:.2f})")
+_ = summary()

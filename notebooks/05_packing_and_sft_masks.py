@@ -24,12 +24,18 @@
 #    watch the leaky model score well on packed validation rows and worse on documents alone;
 # 2. **prompt vs completion loss**: a toy instruction set (reverse / sort / copy / count), rendered
 #    with the transformers chat template of the labkit tokenizer. Completion-only loss against
-#    loss on every token: answer accuracy, and what each model writes after a bare user turn;
+#    loss on every token, with the answer tokens weighted alike in both, over five seeds: answer
+#    accuracy, and what each model writes after a bare user turn;
 # 3. **pad == eos**: a collator that hides padding by token id also hides every `<eos>` label,
 #    and the model never learns to stop;
 # 4. two exercises.
 #
-# **Runtime:** about 35 s on a laptop CPU (2 cores); a few seconds on a GPU.
+# Every number the notebook asserts goes through `labkit.claims`: `CHECK` lines are identities
+# (true by construction, up to float rounding), `CLAIM` lines are measurements with a visible
+# threshold, `COMPARE` lines are two arms that differ in one named thing, over seeds, with a
+# two-sided verdict.
+#
+# **Runtime:** about 45 s on a laptop CPU (2 cores); a few seconds on a GPU.
 
 # %%
 import matplotlib.pyplot as plt
@@ -40,6 +46,7 @@ import labkit
 from labkit import IGNORE
 from labkit.batch import collate, pack
 from labkit.checks import assert_prompt_masked, audit
+from labkit.claims import check, claim, compare, summary
 from labkit.data import INSTRUCTION_TASKS, load_instructions
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import (causal_lm_loss, check_block_mask, check_sft_labels, completion_example,
@@ -99,15 +106,21 @@ for block in [True, False]:
               f"change of B's logits when A's words change {s_words:.3f}, when A gets longer {s_len:.3f}")
 
 # %% [markdown]
-# **Claim.** With the block-diagonal mask and restarted positions, B's logits do not move at all:
-# exactly 0 when A's words change (when A's length changes, B sits in other columns of a wider
-# row, and only float rounding, below 1e-5, remains). Every other combination lets A reach B.
+# **Checks** (by construction). With the block-diagonal mask and restarted positions, B's logits
+# do not move at all: exactly 0 when A's words change (when A's length changes, B sits in other
+# columns of a wider row, and only float rounding, below 1e-5, remains). **Claim:** every other
+# combination lets A reach B (the smallest change over the three is shown; a random-init probe,
+# one seed here, other seeds in `tools/run_seeds.py`).
 
 # %%
 worst_other = min(max(v) for k, v in sensitivity.items() if k != (True, True))
-assert sensitivity[(True, True)][0] == 0.0 and sensitivity[(True, True)][1] < 1e-5
-assert worst_other > 0.01
-print(f"claim holds: sensitivity exactly 0 with block-diagonal + restart; at least {worst_other:.2f} otherwise")
+check("05.block_restart_words", sensitivity[(True, True)][0], 0,
+      text="block-diagonal + restart: change of B's logits when A's words change")
+check("05.block_restart_length", sensitivity[(True, True)][1], 0, 1e-5, fmt=".0e",
+      text="block-diagonal + restart: change of B's logits when A gets longer")
+_ = claim("05.other_settings_leak", worst_other, above=0.01,
+          text="smallest change of B's logits over the other three settings",
+          control="block-diagonal + restart", control_value=max(sensitivity[(True, True)]))
 
 # %% [markdown]
 # ### Training on packed rows, with and without the block-diagonal mask
@@ -115,7 +128,7 @@ print(f"claim holds: sensitivity exactly 0 with block-diagonal + restart; at lea
 # A realistic hazard: near-duplicate documents (the same page crawled twice, a quoted reply)
 # land next to each other in a packed row. Here every document is a random 7-digit string,
 # `<bos> 3 1 4 1 5 9 2 <eos>`, and appears twice in a row. Alone, a digit is unpredictable
-# (log 10 = 2.30 nats); a model that can read the previous document can copy it. Two identical
+# (log 10 nats); a model that can read the previous document can copy it. Two identical
 # models train on the same packed rows, with the plain padding mask ("leaky") and with the
 # block-diagonal mask. We then score each on packed validation rows (built like its training
 # rows) and on the same documents one per row.
@@ -168,14 +181,17 @@ for kind, block in [("leaky", False), ("block-diagonal", True)]:
 
 # %% [markdown]
 # **Claim.** The leaky model's packed validation loss is far below its loss on the same
-# documents alone (it copies the previous document, a skill it cannot use at deployment); with
-# the block-diagonal mask the two numbers agree.
+# documents alone (it copies the previous document, a skill it cannot use at deployment).
+# **Check:** with the block-diagonal mask the two numbers are equal by construction (the same
+# logits for every document, the same targets), up to float rounding.
 
 # %%
 gap = {k: e["alone"] - e["packed"] for k, e in pack_eval.items()}
-assert gap["leaky"] > 0.3, "the leaky model should look better on packed rows than on documents alone"
-assert abs(gap["block-diagonal"]) < 0.01, "with the block-diagonal mask packed and alone are the same task"
-print(f"claim holds: packed-vs-alone gap {gap['leaky']:.2f} nats (leaky) vs {gap['block-diagonal']:.3f} (block-diagonal)")
+claim("05.leaky_packed_gap", gap["leaky"], above=0.3,
+      text="leaky: loss on documents alone minus loss on packed rows (nats)",
+      control="block-diagonal", control_value=gap["block-diagonal"])
+_ = check("05.block_packed_gap", gap["block-diagonal"], 0, 1e-4, fmt=".0e",
+          text="block-diagonal: loss on documents alone minus loss on packed rows (nats)")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -228,72 +244,108 @@ assert_prompt_masked(torch.tensor(ex["labels"]), ex["prompt_len"])
 print(contract_text(collate([ex], tok.pad_id), tokenizer=tok))
 
 # %% [markdown]
-# **Claim (the SFT smoke test).** In every completion-only example the prompt labels are all
-# `-100` and the assistant's labels (its `<eos>` included) are exactly the tokens transformers
-# marks as assistant tokens.
+# **Checks (the SFT smoke test).** labkit's chat encoding equals transformers' on every record;
+# in every completion-only example the prompt labels are all `-100` and the assistant's labels
+# (its `<eos>` included) are exactly the tokens transformers marks as assistant tokens.
 
 # %%
+agree = 0
 for (ex, i, m) in zip(examples["completion only"], rendered["input_ids"], rendered["assistant_masks"]):
     assert_prompt_masked(torch.tensor(ex["labels"]), ex["prompt_len"])
-    assert [y != IGNORE for y in ex["labels"]] == [bool(a) for a in m]
-assert same
-print(f"claim holds on {len(records)} records: prompt labels -100, targets = transformers' assistant mask")
+    agree += [y != IGNORE for y in ex["labels"]] == [bool(a) for a in m]
+check("05.encode_chat_equals_transformers", int(same), 1, text="encode_chat = apply_chat_template on every record (1 = yes)")
+_ = check("05.targets_equal_assistant_mask", agree, len(records), fmt=".0f",
+          text="records whose targets = transformers' assistant mask")
 
 # %% [markdown]
-# Now train two identical models for the same steps on the first 1600 records: one on the
-# completion only, one on every token (the prompt becomes a target too). Then greedy-decode the
-# answers of the 400 held-out records, and continue a bare `<user>` turn to see what each model
-# has learned to write there.
+# Now train two identical models on the first 1600 records: one on the completion only, one on
+# every token (the prompt becomes a target too). Everything else is matched, and in particular the
+# weight of each answer token: a token-mean loss would divide the every-token batch by its prompt
+# *and* answer tokens, so each answer token would weigh less there than in the completion-only
+# batch. Both arms therefore divide the summed loss by the same number, the batch's count of
+# answer tokens (`denominator=`): the every-token loss is the completion-only loss plus a prompt
+# term. Neither arm clips gradients (a clip would rescale the answer term by the size of the prompt
+# term). Five seeds (a run takes about two seconds; with three, one slow seed can hide the effect
+# in the confidence interval); each seed draws the record order and the initial weights, shared by
+# both arms. Then greedy-decode the answers of the 400 held-out records, and continue a bare `<user>` turn to
+# see what each model has learned to write there.
 
 # %%
-SFT_STEPS = 300
+SFT_STEPS = 200
 N_TRAIN = 1600
-order = torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(SEED)).tolist()
+SEEDS = [SEED + i for i in range(5)]
+answer_len = [len(ex["input_ids"]) - ex["prompt_len"] for ex in examples["completion only"]]   # answer + <eos>
 
 
-def sft_batches(kind):
-    data = examples[kind]
-    return lambda s: collate([data[order[(s * BATCH + i) % N_TRAIN]] for i in range(BATCH)], tok.pad_id)
+def sft_batches(kind, seed, pad_id=tok.pad_id):
+    """step -> (Batch, number of answer tokens in it): the same rows for both arms under one seed."""
+    data, order = examples[kind], torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def get(s):
+        rows = [order[(s * BATCH + i) % N_TRAIN] for i in range(BATCH)]
+        return collate([data[r] for r in rows], pad_id), sum(answer_len[r] for r in rows)
+    return get
 
 
-def batch_loss(model, b):
-    return causal_lm_loss(model(**b.model_inputs()), b.labels)
+def answer_weighted_loss(model, batch):
+    """sum of the supervised token losses / the batch's number of answer tokens."""
+    b, n_answer = batch
+    return causal_lm_loss(model(**b.model_inputs()), b.labels, denominator=n_answer)
 
 
 held = records[N_TRAIN:]
 questions = [tok.encode_chat(r["messages"][:1], add_generation_prompt=True)[0] for r in held]
 answers = [tok.encode(r["messages"][1]["content"]) + [tok.eos_id] for r in held]
 task_words = {tok.stoi[w] for w in INSTRUCTION_TASKS}
-sft_models, sft_hist, sft_eval = {}, {}, {}
-for kind in ["completion only", "every token"]:
-    torch.manual_seed(SEED)
+SFT_KINDS = ["completion only", "every token"]
+
+
+def train_sft(kind, seed):
+    """One SFT arm: train on the seed's record order from the seed's initial weights, then score it."""
+    torch.manual_seed(seed)
     m = TinyCausalLM(len(tok), d_model=64, n_layers=2, n_heads=4, max_len=24)
-    sft_hist[kind] = fit(m, sft_batches(kind), batch_loss, steps=SFT_STEPS, lr=3e-3, desc=kind)
+    fit(m, sft_batches(kind, seed), answer_weighted_loss, steps=SFT_STEPS, lr=3e-3, clip=None, desc=f"{kind}, seed {seed}")
     outs = generate(m, questions, max_new_tokens=7, pad_id=tok.pad_id, eos_id=tok.eos_id)
     per_task = {t: [o == a for o, a, r in zip(outs, answers, held) if r["task"] == t] for t in INSTRUCTION_TASKS}
     bare = generate(m, [[tok.user_id]] * 32, max_new_tokens=8, pad_id=tok.pad_id, eos_id=tok.eos_id, temperature=1.0,
-                    generator=torch.Generator().manual_seed(SEED))
-    sft_models[kind] = m
-    sft_eval[kind] = {"exact": sum(o == a for o, a in zip(outs, answers)) / len(held),
-                      "per_task": {t: sum(v) / len(v) for t, v in per_task.items()},
-                      "imitates_user": sum(o[0] in task_words for o in bare) / len(bare), "bare": bare}
-    e = sft_eval[kind]
-    print(f"{kind:>15}: answer exact match {e['exact']:.2f} ("
+                    generator=torch.Generator().manual_seed(seed))
+    return {"model": m, "exact": sum(o == a for o, a in zip(outs, answers)) / len(held),
+            "per_task": {t: sum(v) / len(v) for t, v in per_task.items()},
+            "imitates_user": sum(o[0] in task_words for o in bare) / len(bare), "bare": bare}
+
+
+sft = {(kind, seed): train_sft(kind, seed) for seed in SEEDS for kind in SFT_KINDS}
+for (kind, seed), e in sft.items():
+    print(f"{kind:>15}, seed {seed}: answer exact match {e['exact']:.2f} ("
           + ", ".join(f"{t} {v:.2f}" for t, v in e["per_task"].items())
           + f") | bare <user> continued with a task request: {e['imitates_user']:.0%}")
-    print(f"{'':>17}<user> -> {tok.decode(bare[0])}")
+for kind in SFT_KINDS:
+    print(f"{kind:>15}, seed {SEED}: <user> -> {tok.decode(sft[(kind, SEED)]['bare'][0])}")
 
 # %% [markdown]
-# **Claim.** Completion-only training is at least as accurate on the answers, and only the model
-# trained on every token continues a bare user turn by writing a user request: it learned to
-# imitate the user (trl #3279; karpathy/nanochat PR #582 restored the mask and its chat score rose).
+# **Comparisons.** Over the five seeds, with the answer tokens weighted alike: answer exact match
+# of completion-only vs every-token training, and the share of bare user turns that each model
+# continues by writing a user request (a task word right after `<user>`): the every-token model
+# learned to imitate the user (trl #3279; karpathy/nanochat PR #582 restored the mask and its chat
+# score rose). Why the every-token model answers worse is not measured here; a *hypothesis*: with
+# the same small model and the same number of AdamW steps, fitting the users' requests competes
+# with fitting the answers. Nor is the effect of the denominator alone measured here (the earlier
+# version of this comparison used a token mean in both arms); a *hypothesis*: small, since AdamW
+# normalises the size of each update.
 
 # %%
-c, a = sft_eval["completion only"], sft_eval["every token"]
-assert c["exact"] >= a["exact"], "completion-only should be at least as accurate"
-assert a["imitates_user"] > 0.8 > 0.2 > c["imitates_user"]
-print(f"claim holds: exact match {c['exact']:.2f} vs {a['exact']:.2f}; "
-      f"writes a user request after <user>: {c['imitates_user']:.0%} vs {a['imitates_user']:.0%}")
+def sft_seeds(kind, key):
+    return [sft[(kind, s)][key] for s in SEEDS]
+
+
+sft_matched = ["model and initial weights", "records and their order", "steps, batch, lr, AdamW, no clipping",
+               "answer-token weight: both losses = summed loss / number of answer tokens"]
+compare("05.answer_exact_match", sft_seeds("completion only", "exact"), sft_seeds("every token", "exact"), seeds=SEEDS,
+        arms=("completion only", "every token"), metric="answer exact match on 400 held-out records", expect="A better",
+        matched_on=sft_matched)
+_ = compare("05.bare_user_turn", sft_seeds("completion only", "imitates_user"), sft_seeds("every token", "imitates_user"),
+            seeds=SEEDS, arms=("completion only", "every token"), higher_is_better=False, expect="A better",
+            metric="share of 32 bare <user> turns continued with a user request", matched_on=sft_matched)
 
 # %% [markdown]
 # ## 3. pad == eos hides the end of every answer
@@ -314,24 +366,27 @@ print("audit:", [str(f) for f in findings])
 
 # %% [markdown]
 # A completion-only collator that inherits the same line (trl PR #456; trl #1623, #734, #2059)
-# trains a model that has never seen `<eos>` as a target. We train it for the same steps as the
-# completion-only model of section 2 (whose collator masks padding by the attention mask), and let
-# both answer the held-out questions with room for 14 new tokens.
+# trains a model that has never seen `<eos>` as a target. We train it like the completion-only
+# model of section 2 (seed, steps, loss; that collator masks padding by the attention mask), and
+# let both answer the held-out questions with room for 14 new tokens.
 
 # %%
+pad_eos_batches = sft_batches("completion only", SEED, pad_id=tok.eos_id)   # the rows of the first seed's run
+
+
 def masked_by_pad_id(s):
-    b = collate([examples["completion only"][order[(s * BATCH + i) % N_TRAIN]] for i in range(BATCH)], pad_id=tok.eos_id)
+    b, n_answer = pad_eos_batches(s)
     b.labels[b.input_ids == tok.eos_id] = IGNORE          # "mask the padding" by id: pad == eos
-    return b
+    return b, n_answer
 
 
-print("audit of one training batch:", [f.code for f in audit(masked_by_pad_id(0), pad_id=tok.eos_id, eos_id=tok.eos_id)])
+print("audit of one training batch:", [f.code for f in audit(masked_by_pad_id(0)[0], pad_id=tok.eos_id, eos_id=tok.eos_id)])
 torch.manual_seed(SEED)
 no_eos = TinyCausalLM(len(tok), d_model=64, n_layers=2, n_heads=4, max_len=24)
-fit(no_eos, masked_by_pad_id, batch_loss, steps=SFT_STEPS, lr=3e-3, desc="pad == eos")
+fit(no_eos, masked_by_pad_id, answer_weighted_loss, steps=SFT_STEPS, lr=3e-3, clip=None, desc="pad == eos")
 MAX_NEW = 14
 lengths, stops = {}, {}
-for kind, m in [("mask from attention", sft_models["completion only"]), ("mask by pad id (= eos)", no_eos)]:
+for kind, m in [("mask from attention", sft[("completion only", SEED)]["model"]), ("mask by pad id (= eos)", no_eos)]:
     outs = generate(m, questions, max_new_tokens=MAX_NEW, pad_id=tok.pad_id, eos_id=tok.eos_id)
     lengths[kind] = [len(o) for o in outs]
     stops[kind] = sum(o[-1] == tok.eos_id for o in outs) / len(outs)
@@ -339,13 +394,16 @@ for kind, m in [("mask from attention", sft_models["completion only"]), ("mask b
           f" | e.g. {tok.decode(outs[0])}")
 
 # %% [markdown]
-# **Claim.** The model whose `<eos>` labels were hidden (almost) never stops; the one trained
-# with the padding masked by the attention mask stops in (almost) every answer.
+# **Claims** (one seed here; `tools/run_seeds.py` repeats them under other seeds). The model whose
+# `<eos>` labels were hidden (almost) never stops; the one trained with the padding masked by the
+# attention mask stops in (almost) every answer.
 
 # %%
 good_stop, bad_stop = stops["mask from attention"], stops["mask by pad id (= eos)"]
-assert good_stop > 0.9 and bad_stop < 0.1
-print(f"claim holds: stops {good_stop:.0%} vs {bad_stop:.0%}")
+claim("05.pad_eos_stops", bad_stop, below=0.1, text="labels masked by pad id (= eos): share of answers ending in <eos>",
+      control="labels masked by the attention mask", control_value=good_stop)
+_ = claim("05.attention_mask_stops", good_stop, above=0.9,
+          text="labels masked by the attention mask: share of answers ending in <eos>")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -360,8 +418,9 @@ plt.show()
 batch_ids = [examples["completion only"][i] for i in range(8)]
 distinct_pad = collate(batch_ids, pad_id=tok.pad_id)
 mask_by_attention = collate(batch_ids, pad_id=tok.eos_id)     # collate pads labels with -100 by position
-assert torch.equal(distinct_pad.labels, mask_by_attention.labels)
-print("both fixes: identical labels; audit:", audit(mask_by_attention, pad_id=tok.eos_id, eos_id=tok.eos_id) or "nothing")
+check("05.two_fixes_same_labels", int(distinct_pad.labels.ne(mask_by_attention.labels).sum()), 0,
+      text="labels that differ between the two fixes")
+print("audit:", audit(mask_by_attention, pad_id=tok.eos_id, eos_id=tok.eos_id) or "nothing")
 
 # %% [markdown]
 # ## 4. Try it
@@ -422,13 +481,7 @@ print("exercise 2: prompt and padding hidden, <eos> kept")
 # | loss on the prompt | labels = input_ids | the model learns to write user turns | bare-turn imitation |
 # | padding masked by id with pad == eos | `labels[ids == pad] = -100` | `<eos>` never a target: no stopping | stop rate |
 #
-# This run's numbers:
+# This run's ledger (every check, claim and comparison above):
 
 # %%
-print(f"{'measurement':<58}{'value':>14}")
-print(f"{'sensitivity of B to A: block-diagonal + restart':<58}{max(sensitivity[(True, True)]):>14.3f}")
-print(f"{'sensitivity of B to A: smallest other setting':<58}{worst_other:>14.3f}")
-print(f"{'packed vs alone validation gap, leaky / block (nats)':<58}{gap['leaky']:>8.2f} / {gap['block-diagonal']:.2f}")
-print(f"{'answer exact match, completion only / every token':<58}{c['exact']:>8.2f} / {a['exact']:.2f}")
-print(f"{'bare <user> continued as a user, completion / every':<58}{c['imitates_user']:>8.0%} / {a['imitates_user']:.0%}")
-print(f"{'answers ending in <eos>, attention mask / pad id':<58}{good_stop:>8.0%} / {bad_stop:.0%}")
+_ = summary()

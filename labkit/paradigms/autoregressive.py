@@ -375,6 +375,99 @@ def check_sft_labels(fn, pad_id: int = 2) -> None:
     _fail(f"expected labels {want.tolist()}, got {got.tolist()}")
 
 
+
+# ----------------------------------------------------------------------------- what a batch trains (notebook 03)
+
+def _field(batch, name: str):
+    if isinstance(batch, dict):
+        return batch.get(name)
+    return getattr(batch, name, None)
+
+
+def trained_pairs(batch, shift: bool = True) -> list[tuple[tuple[int, ...], int]]:
+    """Every (context, target) pair a batch trains under a causal LM loss, as token tuples.
+
+    batch: a Batch or a dict with input_ids, labels and an optional [B,T] attention_mask (all [B,T]).
+    The logit at position t reads the real tokens at positions <= t and is trained on
+    labels[t+1] (shift=True, transformers' rule) or labels[t] (shift=False) when that label is not
+    IGNORE. A logit that sits on padding reads nothing: its context is (). Returned row by row.
+    """
+    ids, labels, mask = _field(batch, "input_ids"), _field(batch, "labels"), _field(batch, "attention_mask")
+    if not isinstance(ids, torch.Tensor) or not isinstance(labels, torch.Tensor) or ids.dim() != 2 or ids.shape != labels.shape:
+        raise ContractError("trained_pairs needs input_ids and labels, two [B,T] tensors of the same shape; got "
+                            f"{type(ids).__name__} and {type(labels).__name__}")
+    if mask is None:
+        mask = torch.ones_like(ids)
+    if mask.shape != ids.shape:
+        raise ContractError(f"trained_pairs reads a [B,T] padding mask, got attention_mask {tuple(mask.shape)}")
+    targets = next_token_targets(labels, shift)
+    pairs = []
+    for b in range(ids.shape[0]):
+        real = mask[b].bool().tolist()
+        row, y = ids[b].tolist(), targets[b].tolist()
+        for t in range(ids.shape[1]):
+            if y[t] != IGNORE:
+                context = tuple(row[s] for s in range(t + 1) if real[s]) if real[t] else ()
+                pairs.append((context, int(y[t])))
+    return pairs
+
+
+def record_pairs(records: Sequence[Sequence[int]]) -> list[tuple[tuple[int, ...], int]]:
+    """The next-token pairs of whole records: (x[:t+1], x[t+1]) for t = 0 .. len(x)-2 (what a
+    correct pipeline trains on each record, its last token, e.g. <eos>, included)."""
+    return [(tuple(int(i) for i in x[:t + 1]), int(x[t + 1])) for x in records for t in range(len(x) - 1)]
+
+
+def check_fixed_batch(records: Sequence[Sequence[int]], batch, eos_id: int | None = None) -> None:
+    """Grade a repaired batch for a loss that SHIFTS: it must train exactly the next-token pairs of
+    `records` (record_pairs), the last one of each record (its <eos>) included, and nothing else.
+
+    Accepts any correct layout (right or left padding, any pad id, the first label -100 or not, a
+    Batch or a dict with input_ids, attention_mask, labels). Raises AssertionError naming the
+    misconception: labels only, a double shift, supervised padding, or the fix that copies the
+    colleague's input_ids (cut before the last token), so that no logit is trained on <eos>.
+    """
+    from collections import Counter
+
+    from labkit.checks import audit
+
+    if isinstance(batch, torch.Tensor):
+        _fail("return the whole repaired batch (input_ids, attention_mask, labels), not labels alone: the colleague's "
+              "input_ids stop one token early, so no labels can make them train the last next-token pair")
+    ids, labels = _field(batch, "input_ids"), _field(batch, "labels")
+    if ids is None or labels is None:
+        _fail(f"return a Batch or a dict with input_ids, attention_mask and labels; got {type(batch).__name__}")
+    mask = _field(batch, "attention_mask")
+    if mask is not None and mask.dim() != 2:
+        _fail(f"use a [B,T] padding attention_mask here, got {tuple(mask.shape)}")
+    codes = {f.code: f for f in audit(batch, loss_shifts=True)}
+    for code in ("double_shift", "supervised_padding", "no_targets", "arange_positions_with_left_padding"):
+        if code in codes:
+            _fail(f"audit() still finds: {codes[code]}")
+    got, want = Counter(trained_pairs(batch, shift=True)), Counter(record_pairs(records))
+    if got == want:
+        return
+    missing, extra = want - got, got - want
+    name = "<eos>" if eos_id is not None else "the last token"
+    finals = Counter((tuple(int(i) for i in x[:-1]), int(x[-1])) for x in records)
+    if not extra and missing == finals:
+        _fail(f"no logit is trained to predict the final token of a record ({name}): every other pair is trained, but the "
+              "model never learns to stop. Copying input_ids keeps the colleague's cut: the external builder dropped the "
+              "last token from input_ids. Fix: rebuild each full record (its first input token followed by its real "
+              "labels) and use it as input_ids AND labels, with -100 on padding")
+    if any(ctx and y == ctx[-1] for ctx, y in extra):
+        _fail("some logits are trained on the token they just read (a copy task): with a loss that shifts, labels are "
+              "aligned with input_ids, not shifted by hand")
+    if any(not ctx for ctx, _ in extra):
+        _fail("a logit that sits on padding has a target (it reads nothing). Fix: -100 on the first real token's label "
+              "when you pad on the left, and on every padding position")
+    example = next(iter(missing or extra))
+    what = "missing" if missing else "not a pair of the records"
+    _fail(f"the batch trains {sum(got.values())} next-token pairs, the records have {sum(want.values())}; e.g. "
+          f"context {list(example[0])} -> target {example[1]} is {what}. Every prefix of a record must predict its next "
+          "token, the last one included")
+
+
 # ----------------------------------------------------------------------------- teacher forcing vs free running (notebook 07)
 
 @torch.no_grad()
@@ -429,6 +522,39 @@ def compounding(errors: torch.Tensor) -> dict:
     return {"after_error": float((e & E).sum()) / n_after if n_after else float("nan"),
             "clean": float((e & ~E).sum()) / n_clean if n_clean else float("nan"),
             "n_after_error": n_after, "n_clean": n_clean}
+
+
+@torch.no_grad()
+def after_injected_slip(model, ids: torch.Tensor, start: int, candidates: torch.Tensor,
+                        generator: torch.Generator | None = None) -> dict:
+    """Plant one wrong token in each gold row and read the model's very next (greedy) choice.
+
+    ids [B,T] gold rows whose answer starts at `start`; candidates [C] the ids an answer token can
+    take (every answer token must be one of them). Per row a position k is drawn uniformly from
+    [start, T-2] (an answer token followed by another) and its token replaced by a different
+    candidate, uniformly. One forward over the corrupted rows; the prefix up to k is gold except
+    at k. Returns {"slipped": corrupted ids [B,T], "k": [B], "next": argmax p(x_{k+1} | slipped
+    prefix) [B]}: compare "next" with the gold x_{k+1} (recovered) or with the continuation of the
+    planted token (derailed).
+    """
+    if ids.dim() != 2 or not 1 <= start <= ids.shape[1] - 2:
+        raise ContractError(f"need ids [B,T] and 1 <= start <= T-2 (an answer of >= 2 tokens), got {tuple(ids.shape)} "
+                            f"and start={start}")
+    ids = ids.cpu()
+    cand = candidates.cpu().long().flatten()
+    if cand.numel() < 2:
+        raise ContractError("need at least 2 candidate tokens to plant a wrong one")
+    B, T = ids.shape
+    k = torch.randint(start, T - 1, (B,), generator=generator)
+    rows = torch.arange(B)
+    match = ids[rows, k][:, None].eq(cand[None, :])
+    if not bool(match.any(1).all()):
+        raise ContractError("an answer token is not among the candidates; fix: pass every id an answer token can take")
+    offset = torch.randint(1, cand.numel(), (B,), generator=generator)
+    slipped = ids.clone()
+    slipped[rows, k] = cand[(match.float().argmax(1) + offset) % cand.numel()]
+    logits = model(slipped.to(next(model.parameters()).device))
+    return {"slipped": slipped, "k": k, "next": logits[rows.to(logits.device), k.to(logits.device)].argmax(-1).cpu()}
 
 
 # ----------------------------------------------------------------------------- scheduled sampling (notebook 07)
