@@ -162,6 +162,49 @@ def _world(tokenizer=None):
     return MarkovWorld(tokenizer=tokenizer or seed_vocab())
 
 
+def sentence_conditionals(world, max_len: int) -> torch.Tensor:
+    """p(x_{t+1} = j | x_t = s, position t) of the sentences world.sample_sentences(max_len=max_len) draws,
+    [max_len, V, V] float64 (rows of impossible (t, s), and of <eos>, after which nothing follows, are 0).
+
+    sample_sentences keeps only chains that reach <eos> within max_len tokens, so its sentences are
+    the chain CONDITIONED on ending in time: with f[t, s] = P(<eos> at a position <= max_len - 1 | x_t = s)
+    (f = 1 at <eos>; backwards, f[t] = P f[t+1]),
+        p(j | s, t) = P[s, j] f[t+1, j] / f[t, s],
+    which puts more weight on <eos> late in a sentence than the chain's own P[s] does. A model whose
+    positions restart per document can learn this, so it is the right yardstick for packed sentences.
+    """
+    P = world.P
+    V, eos = P.shape[0], world.tokenizer.eos_id
+    f = torch.zeros(max_len, V, dtype=torch.float64)
+    f[max_len - 1, eos] = 1.0
+    for t in range(max_len - 2, -1, -1):
+        f[t] = P @ f[t + 1]
+        f[t, eos] = 1.0
+    cond = torch.zeros(max_len, V, V, dtype=torch.float64)
+    for t in range(max_len - 1):
+        ok = f[t] > 0
+        ok[eos] = False                          # the sentence has ended: nothing follows <eos>
+        cond[t, ok] = P[ok] * f[t + 1][None, :] / f[t, ok][:, None]
+    return cond
+
+
+def bayes_on_positions(cond: torch.Tensor, context: torch.Tensor, position: torch.Tensor,
+                       predicted: torch.Tensor | None = None) -> tuple[float, float | None]:
+    """The Bayes limit of next-token accuracy on the positions actually evaluated, and a model's expected
+    accuracy there.
+
+    cond [T, V, V] = p(next | token, position) (sentence_conditionals, or the chain's P repeated for
+    stationary text); context, position: [N] the token and its position that predict each evaluated
+    target. Returns (mean_n max_j cond[t_n, s_n, j], mean_n cond[t_n, s_n, predicted_n] or None): the
+    best possible expected accuracy on these contexts, and the model's, both free of label sampling
+    noise. A model that reads only the past cannot exceed the first on average.
+    """
+    p = cond[position.long(), context.long()]                 # [N, V]
+    bayes = float(p.max(-1).values.mean())
+    expected = None if predicted is None else float(p.gather(-1, predicted.long()[:, None]).mean())
+    return bayes, expected
+
+
 # ----------------------------------------------------------------------------- bug 1: the LM batch
 
 def train_lm_pipeline(make_batch: Callable, seed: int = 0, steps: int = 150, batch_size: int = 32, block_len: int = 25) -> dict:
@@ -188,8 +231,12 @@ def train_lm_pipeline(make_batch: Callable, seed: int = 0, steps: int = 150, bat
         steps=steps, lr=5e-3, progress=False, device="cpu")
     with torch.no_grad():
         logits = model(val)
+    # stationary windows: the next token depends on the current one only, p(next | s) = P[s] at every position
+    cond = world.P[None]
+    bayes, expected = bayes_on_positions(cond, val[:, :-1].flatten(), torch.zeros(val[:, :-1].numel(), dtype=torch.long),
+                                         logits[:, :-1].argmax(-1).flatten())
     return {"acc": offset_accuracy(logits, val, 1), "acc_t2": offset_accuracy(logits, val, 2),
-            "acc_copy": float(logits.argmax(-1).eq(val).float().mean()), "bayes": world.bayes_accuracy(1)}
+            "acc_copy": float(logits.argmax(-1).eq(val).float().mean()), "bayes": bayes, "acc_expected": expected}
 
 
 def check_lm_batch(make_batch: Callable, seed: int = 0, margin: float = 0.06) -> dict:
@@ -260,8 +307,11 @@ def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, 
     """Train a tiny causal LM on packed MarkovWorld sentences (labkit.batch.pack: positions restart,
     first label of each document -100) whose [B,T,T] attention mask is attention(document_ids [B,T],
     -1 = padding) -> bool [B,T,T] (True = may attend). Returns how far document B's logits move
-    when the document packed before it changes (0 = no leak), and the held-out next-token accuracy
-    (above the Bayes limit means the model read the future)."""
+    when the document packed before it changes (leak; 0 = no leak), the held-out next-token accuracy
+    (acc; above the Bayes limit means the model read the future), and the Bayes limit of exactly the
+    evaluated positions (bayes: from the known conditionals of length-limited sentences given the
+    token and its position, sentence_conditionals) with the model's expected accuracy there
+    (acc_expected: its argmax scored by those conditionals, free of label sampling noise)."""
     from labkit.batch import pack
     from labkit.paradigms.autoregressive import causal_lm_loss
     from labkit.train import fit
@@ -269,9 +319,10 @@ def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, 
     world = _world()
     tok = world.tokenizer
     g = torch.Generator().manual_seed(seed)
+    sentence_len = 12                        # sample_sentences keeps sentences of at most this many tokens
 
     def packed(n_sent, gen):
-        b = pack([{"input_ids": s} for s in world.sample_sentences(n_sent, gen, max_len=12)], max_len=max_len)
+        b = pack([{"input_ids": s} for s in world.sample_sentences(n_sent, gen, max_len=sentence_len)], max_len=max_len)
         mask = attention(b.document_ids)
         if not isinstance(mask, torch.Tensor) or mask.shape != (b.input_ids.shape[0], b.input_ids.shape[1], b.input_ids.shape[1]):
             _fail(f"attention must return a [B,T,T] bool tensor, got {getattr(mask, 'shape', type(mask))}")
@@ -290,7 +341,10 @@ def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, 
                   "Fix: let every position attend at least itself")
         y = val["labels"][:, 1:]
         keep = y.ne(IGNORE)
-        acc = float(logits[:, :-1].argmax(-1)[keep].eq(y[keep]).float().mean())
+        predicted = logits[:, :-1].argmax(-1)[keep]
+        acc = float(predicted.eq(y[keep]).float().mean())
+        bayes, expected = bayes_on_positions(sentence_conditionals(world, sentence_len), val["input_ids"][:, :-1][keep],
+                                             val["position_ids"][:, :-1][keep], predicted)
         a, a2, b_doc = (tok.encode(t) for t in ("<bos> the cat sat <eos>", "<bos> a dog ran to the rug <eos>", "<bos> the mat <eos>"))
         outs = []
         for first in (a, a2):
@@ -299,7 +353,7 @@ def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, 
             pos = torch.tensor([list(range(len(first))) + list(range(len(b_doc)))])
             outs.append(model(ids, attention_mask=attention(docs).bool(), position_ids=pos)[0, -len(b_doc):])
         leak = float((outs[0] - outs[1]).abs().max())
-    return {"leak": leak, "acc": acc, "bayes": world.bayes_accuracy(1)}
+    return {"leak": leak, "acc": acc, "bayes": bayes, "acc_expected": expected, "n_eval": int(keep.sum())}
 
 
 def check_packed_attention(attention: Callable, seed: int = 0, tol: float = 1e-5, margin: float = 0.1) -> dict:

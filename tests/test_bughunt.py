@@ -65,3 +65,53 @@ def test_packed_attention_grader_names_the_leak():
     assert check_packed_attention(fixed)["leak"] < 1e-5
     with pytest.raises(AssertionError, match="attend to each other"):
         check_packed_attention(causal_only)
+
+
+def test_sentence_conditionals_match_sampled_sentences():
+    """p(next | token, position) of length-limited sentences: rows are distributions, the last step must
+    end the sentence, and the frequencies of sampled sentences agree with it."""
+    from labkit.bughunt import _world, sentence_conditionals
+
+    world = _world()
+    eos, bos = world.tokenizer.eos_id, world.tokenizer.bos_id
+    L = 8
+    cond = sentence_conditionals(world, L)
+    sums = cond.sum(-1)
+    assert torch.allclose(sums[sums > 0], torch.ones_like(sums[sums > 0]))
+    reach = cond[L - 2].sum(-1) > 0                               # a state that can still end in time must end now
+    assert torch.allclose(cond[L - 2, reach, eos], torch.ones(int(reach.sum()), dtype=torch.float64))
+    sents = world.sample_sentences(4000, torch.Generator().manual_seed(0), max_len=L)
+    t = 3                                                          # the token after position t, given the token there
+    ctx = torch.tensor([s[t] for s in sents if len(s) > t + 1])
+    nxt = torch.tensor([s[t + 1] for s in sents if len(s) > t + 1])
+    common = int(torch.bincount(ctx).argmax())
+    freq = torch.bincount(nxt[ctx == common], minlength=world.vocab_size).double() / int((ctx == common).sum())
+    assert (freq - cond[t, common]).abs().max() < 0.05
+    assert (cond[L - 2, reach] - world.P[reach]).abs().max() > 0.1   # the length limit changes the conditionals
+
+
+def test_bayes_on_positions_bounds_the_expected_accuracy():
+    from labkit.bughunt import _world, bayes_on_positions
+
+    world = _world()
+    states = torch.tensor(world.states)
+    cond = world.P[None]                                           # one position: the chain itself
+    ctx = states.repeat(5)
+    pos = torch.zeros_like(ctx)
+    best = world.P[ctx].argmax(-1)
+    bayes, expected = bayes_on_positions(cond, ctx, pos, best)
+    assert expected == pytest.approx(bayes)
+    _, worse = bayes_on_positions(cond, ctx, pos, (best + 1) % world.vocab_size)
+    assert worse < bayes
+
+
+def test_packed_pipeline_reports_the_bayes_limit_of_its_positions():
+    from labkit.bughunt import train_packed_pipeline
+
+    def fixed(doc):
+        T = doc.shape[1]
+        return (doc[:, :, None].eq(doc[:, None, :]) & torch.ones(T, T, dtype=torch.bool).tril()) | torch.eye(T, dtype=torch.bool)
+
+    r = train_packed_pipeline(fixed, steps=40)
+    assert r["acc_expected"] <= r["bayes"] + 1e-12 and r["n_eval"] > 100
+    assert 0.7 < r["bayes"] < 0.8

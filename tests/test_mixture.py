@@ -6,7 +6,8 @@ import torch
 
 from labkit.checks import ContractError
 from labkit.paradigms.mixture import (MixtureConfig, MixtureSampler, assert_mixture_proportions, check_expected_epochs,
-                                      check_mixture_weights, chi_square_test, expected_epochs, mixture_weights)
+                                      check_mixture_weights, chi_square_critical, chi_square_test, expected_epochs,
+                                      mixture_weights)
 from labkit.widgets import MixturePanel, render_mixture
 
 SIZES = [2_000_000, 400_000, 100_000, 10_000]
@@ -154,3 +155,13 @@ def test_mixture_panel_rerenders_on_every_change():
     assert panel.renders == 4 and len(seen) == 3
     assert panel.state["weights"] == pytest.approx(mixture_weights(SIZES, 1.0).tolist())
     assert panel.ui().children[0] is panel.control
+
+
+@pytest.mark.parametrize("dof,alpha,value", [(1, 0.05, 3.841), (2, 0.05, 5.991), (3, 1e-3, 16.266)])
+def test_chi_square_critical_matches_tables(dof, alpha, value):
+    x = chi_square_critical(dof, alpha)
+    assert x == pytest.approx(value, abs=1e-3)
+    assert float(torch.special.gammaincc(torch.tensor(dof / 2, dtype=torch.float64),
+                                         torch.tensor(x / 2, dtype=torch.float64))) == pytest.approx(alpha, rel=1e-6)
+    with pytest.raises(ContractError):
+        chi_square_critical(0, 0.05)

@@ -15,9 +15,11 @@ from labkit.paradigms.autoregressive import causal_lm_token_losses
 from labkit.paradigms.preference import (RECORD_FIELDS, TEMPLATE_VERSION, AnswerWorld, PreferenceRecord, RewardModel,
                                          assert_same_prompt, batch_logprob, bradley_terry_loss, build_pair,
                                          chat_example, check_dpo_loss, check_sequence_logprob, collate_pairs,
-                                         default_preferences_path, dpo_loss, group_advantages, implicit_rewards,
+                                         default_preferences_path, dpo_loss, expected_pair_accuracy,
+                                         group_advantages, implicit_rewards,
                                          kl_shaped_rewards, load_preferences, pair_accuracy, policy_gradient_fit,
-                                         policy_gradient_loss, preferences_jsonl, rollout, sequence_logprob,
+                                         policy_gradient_loss, preferences_jsonl, rollout, sample_log_ratios,
+                                         sequence_logprob,
                                          tokenizer_version, validate_record, write_preferences)
 
 
@@ -339,10 +341,56 @@ def test_policy_gradient_fit_moves_towards_the_reward(tok):
     even = lambda p, r: float(r[0] % 2 == 0)  # noqa: E731   a dense toy reward: the first token has an even id
     hist = policy_gradient_fit(policy, tok, lambda g: ["C ?", "D ?"], even, iters=30, lr=1e-2, max_new_tokens=2,
                                kl_coef=0.01, reference=reference, track={"right": lambda p, r: float(r[0] in right)})
-    assert set(hist[0]) == {"reward", "logp_per_token", "right"}
+    assert set(hist[0]) == {"reward", "logp_per_token", "kl", "right"}     # kl: a reference was given
     assert sum(h["reward"] for h in hist[-5:]) / 5 > sum(h["reward"] for h in hist[:5]) / 5 + 0.2
     with pytest.raises(ContractError, match="reference"):
         policy_gradient_fit(policy, tok, lambda g: ["C ?"], even, iters=1, kl_coef=0.1)
+
+
+def test_policy_gradient_fit_offline_sampler_trains_on_the_generator(tok):
+    """sampler= replaces the policy's own samples: the trained answers are the generator's (half right,
+    padded), whatever the policy does; without a reference there is no kl entry."""
+    torch.manual_seed(0)
+    world = AnswerWorld(tokenizer=tok)
+    policy = TinyCausalLM(len(tok), d_model=16, n_layers=1, n_heads=2, max_len=16)
+    right = lambda p, r: float(world.parse(p, r)[0])  # noqa: E731
+    hist = policy_gradient_fit(policy, tok, lambda g: ["C ?", "D ?", "E ?", "F ?"], right, iters=6, lr=1e-2,
+                               sampler=world.generator_batch, track={"right": right})
+    assert "kl" not in hist[0]
+    share = sum(h["right"] for h in hist) / len(hist)
+    assert 0.3 < share < 0.7                       # the generator is right half of the time, the policy never samples
+
+
+def test_generator_batch_matches_rollout_format(tok):
+    world = AnswerWorld(tokenizer=tok)
+    prompts = ["C ?", "D ?", "C ?"]
+    b = world.generator_batch(prompts, torch.Generator().manual_seed(0))
+    assert b["input_ids"].shape[0] == 3 and all(r[-1] == tok.eos_id for r in b["responses"])
+    assert b["response_mask"].sum(-1).tolist() == [len(r) for r in b["responses"]]
+    for p, ids, mask in zip(prompts, b["input_ids"].tolist(), b["response_mask"].tolist()):
+        start = mask.index(1)
+        prompt_ids = tok.encode_chat([{"role": "user", "content": p}], add_generation_prompt=True)[0]
+        assert ids[:start] == prompt_ids
+
+
+def test_sample_log_ratios_is_zero_for_the_reference_and_estimates_kl(tok):
+    torch.manual_seed(0)
+    policy = TinyCausalLM(len(tok), d_model=16, n_layers=1, n_heads=2, max_len=16)
+    batch = rollout(policy, tok, ["C ?"] * 64, max_new_tokens=3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sample_log_ratios(policy, policy, batch), torch.zeros(64))
+    other = TinyCausalLM(len(tok), d_model=16, n_layers=1, n_heads=2, max_len=16)
+    ratios = sample_log_ratios(policy, other, batch)
+    assert ratios.shape == (64,) and float(ratios.mean()) > 0        # KL(pi || other) > 0 on pi's own samples
+
+
+def test_expected_pair_accuracy_against_a_known_judge():
+    p = torch.tensor([0.9, 0.8, 0.5, 0.3])
+    assert expected_pair_accuracy(torch.tensor([1.0, 1.0, 0.0, 1.0]), torch.zeros(4), p) == pytest.approx((0.9 + 0.8 + 0.5 + 0.3) / 4)
+    assert expected_pair_accuracy(torch.zeros(4), torch.ones(4), p) == pytest.approx((0.1 + 0.2 + 0.5 + 0.7) / 4)
+    best = torch.where(p >= 0.5, 1.0, -1.0)                          # rank as the judge does: the ceiling
+    assert expected_pair_accuracy(best, torch.zeros(4), p) == pytest.approx(float(torch.maximum(p, 1 - p).mean()))
+    with pytest.raises(ContractError, match="one probability per pair"):
+        expected_pair_accuracy(torch.zeros(4), torch.zeros(4), p[:3])
 
 
 # ----------------------------------------------------------------------------- exercise checks

@@ -187,6 +187,24 @@ def chi_square_test(counts, weights) -> tuple[float, int, float]:
     return stat, dof, p
 
 
+def chi_square_critical(dof: int, alpha: float = 1e-3) -> float:
+    """The chi-square statistic on `dof` degrees of freedom whose p-value is `alpha` (bisection on
+    chi_square_test's p = Q(dof/2, x/2)): a statistic above it is rejected at level alpha."""
+    if dof < 1 or not 0 < alpha < 1:
+        raise ContractError(f"need dof >= 1 and 0 < alpha < 1, got {dof} and {alpha}")
+    k = torch.tensor(dof / 2, dtype=torch.float64)
+    lo, hi = 0.0, 1.0
+    while float(torch.special.gammaincc(k, torch.tensor(hi / 2, dtype=torch.float64))) > alpha:
+        hi *= 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if float(torch.special.gammaincc(k, torch.tensor(mid / 2, dtype=torch.float64))) > alpha:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
 def assert_mixture_proportions(counts, weights, alpha: float = 1e-3) -> float:
     """The curriculum smoke test: sampled counts per source match the configured weights.
 

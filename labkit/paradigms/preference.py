@@ -99,8 +99,10 @@ def validate_record(obj, line: int | None = None) -> PreferenceRecord:
 
 
 def default_preferences_path() -> Path:
-    """data/preferences.jsonl of the repository."""
-    return Path(__file__).resolve().parents[2] / "data" / "preferences.jsonl"
+    """data/preferences.jsonl of the checkout, or the copy shipped with an installed labkit."""
+    from labkit.datafiles import DATA_DIR
+
+    return DATA_DIR / "preferences.jsonl"
 
 
 def load_preferences(path=None) -> list[PreferenceRecord]:
@@ -350,6 +352,20 @@ def pair_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> float:
     return float((d.gt(0).float() + 0.5 * d.eq(0).float()).mean())
 
 
+def expected_pair_accuracy(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p_chosen) -> float:
+    """Expected accuracy of a scorer against a KNOWN judge, free of the noise of the sampled labels.
+
+    p_chosen [B]: the judge's probability of preferring the chosen answer (each label was a draw from
+    it). Ranking the chosen answer higher earns p, the rejected one 1 - p, a tie 1/2; the mean over
+    pairs. Its ceiling is mean(max(p, 1 - p)), reached by ranking as the judge's scores do.
+    """
+    d = torch.as_tensor(r_chosen, dtype=torch.float64) - torch.as_tensor(r_rejected, dtype=torch.float64)
+    p = torch.as_tensor(p_chosen, dtype=torch.float64)
+    if p.shape != d.shape:
+        raise ContractError(f"p_chosen {tuple(p.shape)} must have one probability per pair {tuple(d.shape)}")
+    return float(torch.where(d > 0, p, torch.where(d < 0, 1 - p, torch.full_like(p, 0.5))).mean())
+
+
 # ----------------------------------------------------------------------------- on-policy
 
 def group_advantages(rewards: torch.Tensor, group_size: int, normalize: bool = True, eps: float = 1e-4) -> torch.Tensor:
@@ -417,18 +433,34 @@ def batch_logprob(model, batch: dict, average: bool = False) -> torch.Tensor:
     return sequence_logprob(logits, batch["input_ids"], batch["response_mask"], average=average)
 
 
+def sample_log_ratios(policy, reference, batch: dict) -> torch.Tensor:
+    """log pi(y|x) - log ref(y|x) of each row of a collated batch, [B] (no gradient).
+
+    On answers sampled from the policy itself (rollout), the mean is the Monte Carlo estimate of
+    KL(pi || ref) per answer, in nats: how far the policy has moved from the reference.
+    """
+    with torch.no_grad():
+        return batch_logprob(policy, batch) - batch_logprob(reference, batch)
+
+
 def policy_gradient_fit(policy, tokenizer: WordTokenizer, prompt_sampler: Callable[[torch.Generator], list[str]],
                         reward_fn: Callable[[str, list[int]], float], iters: int, group_size: int = 8, lr: float = 3e-4,
                         kl_coef: float = 0.0, reference=None, max_new_tokens: int = 10, seed: int = 0,
-                        track: dict[str, Callable[[str, list[int]], float]] | None = None) -> list[dict]:
+                        track: dict[str, Callable[[str, list[int]], float]] | None = None,
+                        sampler: Callable[[list[str], torch.Generator], dict] | None = None) -> list[dict]:
     """On-policy training: each iteration samples group_size answers per prompt from the CURRENT
     policy, scores them with reward_fn(prompt, response_ids), and takes one step on
     policy_gradient_loss with group-normalised advantages (optionally KL-shaped towards `reference`).
 
     prompt_sampler(generator) -> a list of prompts (each repeated group_size times here). Returns one
     dict per iteration: reward (mean of reward_fn), logp_per_token (mean log pi per response token of
-    the trained samples), and the mean of every function in `track` over the samples. The policy
-    stays on its device; AdamW, gradient clipping at 1.
+    the trained samples), `kl` when a reference is given (mean log pi - log ref of the trained samples:
+    the KL estimate when they are the policy's own), and the mean of every function in `track` over
+    the samples. The policy stays on its device; AdamW, gradient clipping at 1.
+
+    sampler(prompts, generator) -> a batch like rollout()'s replaces the policy's own samples (e.g.
+    AnswerWorld.generator_batch: the OFFLINE answers of an old generator); everything else is unchanged,
+    so on-policy and offline training differ only in where the answers come from.
     """
     if iters < 1:
         raise ContractError(f"iters must be >= 1, got {iters}")
@@ -439,14 +471,20 @@ def policy_gradient_fit(policy, tokenizer: WordTokenizer, prompt_sampler: Callab
     history = []
     for _ in range(iters):
         prompts = [p for p in prompt_sampler(g) for _ in range(group_size)]
-        batch = rollout(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, generator=g)
+        if sampler is None:
+            batch = rollout(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, generator=g)
+        else:
+            batch = sampler(prompts, g)
+            dev = next(policy.parameters()).device
+            batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         rewards = torch.tensor([reward_fn(p, r) for p, r in zip(prompts, batch["responses"])], dtype=torch.float32)
         policy.train()
         logps = batch_logprob(policy, batch)
         shaped = rewards.to(logps.device)
-        if kl_coef > 0:
+        if reference is not None:
             with torch.no_grad():
                 ref_logps = batch_logprob(reference, batch)
+        if kl_coef > 0:
             shaped = kl_shaped_rewards(shaped, logps, ref_logps, kl_coef)
         loss = policy_gradient_loss(logps, group_advantages(shaped, group_size).to(logps.device))
         opt.zero_grad(set_to_none=True)
@@ -455,6 +493,8 @@ def policy_gradient_fit(policy, tokenizer: WordTokenizer, prompt_sampler: Callab
         opt.step()
         n_tokens = batch["response_mask"].sum()
         row = {"reward": float(rewards.mean()), "logp_per_token": float(logps.detach().sum() / n_tokens)}
+        if reference is not None:
+            row["kl"] = float((logps.detach() - ref_logps).mean())
         for name, fn in (track or {}).items():
             row[name] = sum(fn(p, r) for p, r in zip(prompts, batch["responses"])) / len(prompts)
         history.append(row)
@@ -573,6 +613,19 @@ class AnswerWorld:
                                         sampling_top_p=1.0, judge_source=judge, template_version=TEMPLATE_VERSION,
                                         tokenizer_version=tokenizer_version(tok)))
         return out
+
+    def generator_batch(self, prompts: Sequence[str], generator: torch.Generator) -> dict:
+        """One answer per prompt from the candidate generator (the old policy that wrote the preference
+        pairs), collated like rollout(): input_ids, attention_mask, response_mask [B,T] and `responses`
+        (the answer ids, each ending with <eos>). These are OFFLINE samples: they never follow the
+        policy being trained."""
+        tok = self.tokenizer
+        prompt_ids = [tok.encode_chat([{"role": "user", "content": p}], add_generation_prompt=True)[0] for p in prompts]
+        new = [tok.encode(self.sample_response(self.key_of(p), generator)) + [tok.eos_id] for p in prompts]
+        batch = collate_sequences([p + r for p, r in zip(prompt_ids, new)],
+                                  [[0] * len(p) + [1] * len(r) for p, r in zip(prompt_ids, new)], tok.pad_id)
+        batch["responses"] = new
+        return batch
 
     def sft_examples(self, n: int, seed: int) -> list[dict]:
         """n SFT examples sampled from the generator policy: dict(input_ids, labels) with the prompt masked."""
