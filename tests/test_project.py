@@ -70,12 +70,12 @@ def test_notebook_is_executed_cleanly(ipynb):
 
 @pytest.mark.parametrize("ipynb", notebook_pairs(), ids=lambda p: p.name)
 def test_notebook_opening_and_claims(ipynb):
-    """Each notebook opens with what you will see and its CPU runtime, and asserts its claims."""
+    """Each notebook opens with what you will see and its CPU runtime, and asserts its claims (labkit.claims)."""
     nb = json.loads(ipynb.read_text())
     first = "".join(nb["cells"][0]["source"])
     assert first.startswith("# ") and "runtime" in first.lower()
     sources = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
-    assert "setup_notebook(" in sources and "assert " in sources
+    assert "setup_notebook(" in sources and "labkit.claims" in sources and "claim(" in sources
     for line in sources.splitlines():   # nbval markers must be exact to work
         if "NBVAL_" in line and line.strip().startswith("#"):
             assert line.strip() in ("# NBVAL_IGNORE_OUTPUT", "# NBVAL_SKIP", "# NBVAL_RAISES_EXCEPTION", "# NBVAL_CHECK_OUTPUT"), line
