@@ -16,7 +16,7 @@ help:
 	@echo "make lab    start JupyterLab on 127.0.0.1:$(PORT) (PORT=... to change)"
 	@echo "make test   unit tests, cross-checks with transformers, notebooks under nbval"
 	@echo "make notebooks  re-execute notebooks/*.py into their .ipynb pairs (NB=03 for one)"
-	@echo "make test-seeds  every notebook under LABKIT_SEED=1 and 2 (SEEDS=...): claims must hold"
+	@echo "make test-seeds  every notebook under LABKIT_SEED=1 and 2 (SEEDS=...): claims must hold, none thin"
 	@echo "make bench  performance table in bench/ (results.md, results.csv, notebooks.png)"
 	@echo "make book   static HTML site of the executed notebooks in book/"
 	@echo "make assignments  student versions in build/student (OUT=dir)"
@@ -45,7 +45,7 @@ notebooks: setup
 	$(TEST_ENV) $(PY) tools/execute_notebooks.py $(NB)
 
 test-seeds: setup
-	$(TEST_ENV) $(PY) tools/run_seeds.py --seeds $(or $(SEEDS),1 2) --jobs $(JOBS)
+	$(TEST_ENV) $(PY) tools/run_seeds.py --seeds $(or $(SEEDS),1 2) --jobs $(JOBS) --fail-thin
 
 bench: setup
 	$(TEST_ENV) $(PY) tools/bench.py --readme --repeats $(or $(REPEATS),3) --notebook-repeats $(or $(NB_REPEATS),1)
