@@ -15,7 +15,11 @@ from labkit.data import KBackSource, MarkovWorld, load_instructions
 from labkit.dist import run_ranks
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import ar_example, causal_lm_loss, completion_example, generate
-from labkit.paradigms.masked import mask_positions, random_mask
+from labkit.paradigms.contrastive import info_nce
+from labkit.paradigms.distillation import kd_loss
+from labkit.paradigms.masked import bert_mask, mask_positions, random_mask
+from labkit.paradigms.mixture import mixture_weights
+from labkit.paradigms.preference import bradley_terry_loss, dpo_loss
 from labkit.reduce import reduce, token_cross_entropy
 from labkit.train import fit
 from labkit.vocab import WordTokenizer, seed_vocab
@@ -111,4 +115,20 @@ CASES = [
     "load_instructions(folder)",
     "load_instructions(latin1_file)",
     "load_instructions(broken_record)",
+    # labels where a 0/1 mask is expected, logits where log-probabilities are expected
+    "kd_loss(torch.zeros(2, 5), torch.zeros(2, 5), T=2.0, mask=torch.tensor([3, -100]))",
+    "kd_loss(torch.zeros(2, 5), torch.zeros(2, 5), T=2.0, mask=torch.tensor([0.3, 1.0]))",
+    "dpo_loss(torch.tensor([2.1]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-3.0]))",
+    "dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([float('nan')]))",
+    # NaN or infinite temperatures, strengths and margins
+    "dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), torch.tensor([-3.0]), beta=float('nan'))",
+    "kd_loss(torch.zeros(2, 5), torch.zeros(2, 5), T=float('inf'))",
+    "info_nce(torch.randn(4, 8), torch.randn(4, 8), temperature=float('inf'))",
+    "mixture_weights([100, 10], gamma=float('nan'))",
+    "bradley_terry_loss(torch.zeros(2), torch.zeros(2), margin=float('inf'))",
+    "generate(model, [[1, 2]], max_new_tokens=2, pad_id=0, temperature=float('nan'))",
+    # a mask id the model has no embedding for
+    "random_mask(ids2x3, p=0.5, mask_id=-1)",
+    "random_mask(ids2x3, p=0.5, mask_id=16, vocab_size=16)",
+    "bert_mask(ids2x3, mask_id=16, vocab_size=16)",
 ]

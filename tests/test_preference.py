@@ -267,7 +267,7 @@ def trl_v0_dpo_loss(policy_chosen_logps, policy_rejected_logps, reference_chosen
 @pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
 def test_dpo_loss_matches_the_formula_and_trl(beta):
     g = torch.Generator().manual_seed(0)
-    pc, pr, rc, rr = (torch.randn(16, generator=g, dtype=torch.float64) * 4 - 10 for _ in range(4))
+    pc, pr, rc, rr = ((torch.randn(16, generator=g, dtype=torch.float64) * 4 - 10).clamp(max=-0.1) for _ in range(4))
     delta = (pc - rc) - (pr - rr)
     assert torch.allclose(dpo_loss(pc, pr, rc, rr, beta), -torch.log(torch.sigmoid(beta * delta)).mean())
     losses, chosen_r, rejected_r = trl_v0_dpo_loss(pc, pr, rc, rr, beta)
@@ -452,7 +452,8 @@ def test_render_dpo_weights_sum_vs_mean():
     r = torch.tensor(DPO_DEMO_PAIR["rejected_logratios"], dtype=torch.float64, requires_grad=True)
     for state, agg in ((summed, torch.sum), (mean, torch.mean)):
         c.grad = r.grad = None
-        dpo_loss(agg(c)[None], agg(r)[None], torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), 0.3).backward()
+        ref = torch.full((1,), -100.0, dtype=torch.float64)   # log-ratios ride on a reference log-prob
+        dpo_loss(agg(c)[None] + ref, agg(r)[None] + ref, ref, ref, 0.3).backward()
         assert torch.allclose(-c.grad, torch.tensor(state["chosen_weights"], dtype=torch.float64))
         assert torch.allclose(r.grad, torch.tensor(state["rejected_weights"], dtype=torch.float64))
     assert sum(mean["chosen_weights"]) == pytest.approx(sum(mean["rejected_weights"]))   # each answer weighs the same

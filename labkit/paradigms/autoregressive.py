@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit import IGNORE
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, finite
 from labkit.reduce import REDUCTIONS, reduce, token_cross_entropy
 
 SHIFTS = ("external", "internal")
@@ -105,7 +105,7 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, pad_i
     """
     from labkit.batch import arange_positions, pad, position_ids_from_mask
 
-    if temperature < 0:
+    if finite(temperature, "temperature") < 0:
         raise ContractError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if positions not in ("mask", "arange"):
         raise ContractError(f"unknown positions policy {positions!r}; fix: 'mask' or 'arange'")
@@ -636,7 +636,7 @@ def scheduled_sampling_loss(model, input_ids: torch.Tensor, labels: torch.Tensor
     """
     if mode not in SS_MODES:
         raise ContractError(f"unknown scheduled-sampling mode {mode!r}; fix: one of {SS_MODES}")
-    if temperature < 0:
+    if finite(temperature, "temperature") < 0:
         raise ContractError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
     if mode == "parallel":
         with torch.no_grad():

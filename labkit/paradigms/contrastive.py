@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, finite
 
 GATHER_DESIGNS = ("with_grad", "no_grad", "detached", "local")
 # what gathered_negatives_rank compares with the single-process full batch (see GATHER_RECIPES_HELP)
@@ -40,7 +40,7 @@ def _check_pair(q: torch.Tensor, k: torch.Tensor) -> None:
 
 
 def _check_temperature(temperature) -> float:
-    t = float(temperature)
+    t = finite(temperature, "temperature")
     if not t > 0:
         raise ContractError(f"temperature must be > 0, got {t}; fix: tau around 0.05-0.5 (CLIP learns 1/tau, clamped to <= 100)")
     return t

@@ -14,11 +14,11 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, binary_mask, finite, tensor
 
 
 def _check_T(T) -> float:
-    t = float(T)
+    t = finite(T, "temperature T")
     if not t > 0:
         raise ContractError(f"temperature T must be > 0, got {t}; fix: T = 1 leaves the distribution as is, T > 1 softens it")
     return t
@@ -53,7 +53,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     if mask is None:
         m = torch.ones_like(kl)
     else:
-        m = torch.as_tensor(mask, device=kl.device)
+        m = binary_mask(tensor(mask, "mask"), "mask").to(kl.device)   # labels (-100) or soft values are refused
         if m.shape != kl.shape:
             raise ContractError(f"mask must be {tuple(kl.shape)} (one flag per position), got {tuple(m.shape)}")
         m = m.to(kl.dtype)

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from labkit import IGNORE
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, finite, token_ids
 
 
 def mask_positions(ids: Sequence[int], positions: Sequence[int], mask_id: int) -> dict:
@@ -34,16 +34,22 @@ def mask_positions(ids: Sequence[int], positions: Sequence[int], mask_id: int) -
 
 
 def random_mask(ids: torch.Tensor, p: float, mask_id: int, special_ids: Sequence[int] = (),
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | None = None, vocab_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Absorbing-mask corruption: each non-special token becomes mask_id with probability p.
 
     ids [B,T] -> (input_ids [B,T], labels [B,T]); labels hold the clean id where masked, IGNORE
-    elsewhere. (BERT's 80/10/10 variant is bert_mask.)
+    elsewhere. vocab_size (optional) checks that mask_id is a real token of the model's vocabulary.
+    (BERT's 80/10/10 variant is bert_mask.)
     """
+    p = finite(p, "mask probability p")
     if not 0.0 <= p <= 1.0:
         raise ContractError(f"mask probability must lie in [0, 1], got {p}")
     if mask_id is None:
         raise ContractError("mask id missing; fix: pass tokenizer.mask_id")
+    ids = token_ids(ids, "ids")
+    if int(mask_id) < 0 or (vocab_size is not None and not int(mask_id) < vocab_size):
+        raise ContractError(f"mask_id {mask_id} lies outside the vocabulary [0, {vocab_size}): the model has no embedding "
+                            "for it; fix: pass tokenizer.mask_id")
     chosen = torch.rand(ids.shape, generator=generator) < p
     for s in special_ids:
         chosen &= ids.ne(s)
@@ -83,6 +89,9 @@ def bert_mask(ids: torch.Tensor, mask_id: int, vocab_size: int, p: float = 0.15,
                             f"{mask_frac} + {random_frac}")
     if mask_id is None:
         raise ContractError("mask id missing; fix: pass tokenizer.mask_id")
+    if not 0 <= int(mask_id) < vocab_size:
+        raise ContractError(f"mask_id {mask_id} lies outside the vocabulary [0, {vocab_size}): the model has no embedding "
+                            "for it; fix: pass tokenizer.mask_id")
     ids = torch.as_tensor(ids)
     if ids.numel() and (int(ids.max()) >= vocab_size or int(ids.min()) < 0):
         raise ContractError(f"ids must lie in [0, vocab_size={vocab_size}); fix: pass len(tokenizer) as vocab_size")

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, finite
 from labkit.checks import fail_exercise as _fail
 
 
@@ -39,8 +39,8 @@ def mixture_weights(sizes, gamma: float) -> torch.Tensor:
     small sources. (Some papers write the exponent as 1/T; here it is gamma.)
     """
     n = _sizes(sizes)
-    gamma = float(gamma)
-    if not gamma >= 0 or gamma != gamma:
+    gamma = finite(gamma, "gamma")
+    if not gamma >= 0:
         raise ContractError(f"gamma must be >= 0 (1 = by size, 0 = uniform over sources), got {gamma}")
     logw = gamma * n.log()
     return torch.softmax(logw, 0)   # = n^gamma / sum n^gamma, computed without overflow

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from labkit import IGNORE
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, finite, log_probs, tensor
 from labkit.checks import fail_exercise as _fail
 from labkit.vocab import CHAT_TEMPLATE, WordTokenizer
 
@@ -273,6 +273,8 @@ def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin=
     if r_chosen.shape != r_rejected.shape or r_chosen.dim() != 1:
         raise ContractError(f"rewards must be two [B] tensors of one shape, got {tuple(r_chosen.shape)} and {tuple(r_rejected.shape)}")
     margin = torch.as_tensor(margin, dtype=r_chosen.dtype, device=r_chosen.device)
+    if not bool(torch.isfinite(margin).all()):
+        raise ContractError("margin holds NaN or inf; fix: a finite reward gap (0 for the plain Bradley-Terry loss)")
     if margin.dim() > 1 or (margin.dim() == 1 and margin.shape != r_chosen.shape):
         raise ContractError(f"margin must be a scalar or [B]={tuple(r_chosen.shape)}, got {tuple(margin.shape)}")
     return -F.logsigmoid(r_chosen - r_rejected - margin).mean()
@@ -292,10 +294,11 @@ def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: tor
 
     The reference log-probs are constants (computed without gradient, once). At pi = ref, L = log 2.
     """
-    xs = [torch.as_tensor(v) for v in (pi_chosen, pi_rejected, ref_chosen, ref_rejected)]
+    names = ("pi_chosen", "pi_rejected", "ref_chosen", "ref_rejected")
+    xs = [log_probs(tensor(v, n), n) for v, n in zip((pi_chosen, pi_rejected, ref_chosen, ref_rejected), names)]
     if len({tuple(x.shape) for x in xs}) != 1 or xs[0].dim() != 1:
         raise ContractError(f"dpo_loss needs four [B] log-prob tensors of one shape, got {[tuple(x.shape) for x in xs]}")
-    if beta <= 0:
+    if finite(beta, "beta") <= 0:
         raise ContractError(f"beta must be > 0 (the strength of the pull towards the reference), got {beta}")
     if xs[2].requires_grad or xs[3].requires_grad:
         raise ContractError("the reference log-probs require grad: the reference must be frozen; fix: compute them "
@@ -694,7 +697,7 @@ def check_dpo_loss(fn: Callable, seed: int = 0) -> None:
     """Grade fn(pi_chosen, pi_rejected, ref_chosen, ref_rejected, beta) -> the DPO loss (mean over pairs,
     differentiable in the policy log-probs). Raises AssertionError naming the misconception."""
     g = torch.Generator().manual_seed(seed)
-    pc, pr, rc, rr = (torch.randn(6, generator=g, dtype=torch.float64) * 3 - 8 for _ in range(4))
+    pc, pr, rc, rr = ((torch.randn(6, generator=g, dtype=torch.float64) * 3 - 8).clamp(max=-0.1) for _ in range(4))  # log-probs <= 0
     beta = 0.3
     pc.requires_grad_(True)
     got = fn(pc, pr, rc, rr, beta)
