@@ -114,10 +114,10 @@ def check(id: str, value, expected=0.0, tol: float = 0.0, *, text: str = "", fmt
     if t < 0:
         raise ContractError(f"tol must be >= 0, got {t}")
     gap = abs(v - e)
-    rec = _record({"id": id, "kind": "check", "text": text, "value": v, "expected": e, "tol": t,
-                   "threshold": f"|value - {e:g}| <= {t:g}", "margin": t - gap, "seeds": [_seed()]})
     line = f"CHECK {id}: {text + ' = ' if text else ''}{_fmt(v, fmt)} (expected {_fmt(e, fmt)} ± {t:g})"
     assert gap <= t, f"check failed: {line}, off by {gap:g}"
+    rec = _record({"id": id, "kind": "check", "text": text, "value": v, "expected": e, "tol": t,
+                   "threshold": f"|value - {e:g}| <= {t:g}", "margin": t - gap, "seeds": [_seed()]})
     print(line)
     return rec
 

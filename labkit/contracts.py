@@ -98,10 +98,11 @@ def log_probs(x, name: str = "log_probs", tol: float = 1e-6) -> torch.Tensor:
     x = tensor(x, name)
     if not x.is_floating_point():
         raise ContractError(f"{name} must be floating point log-probabilities, got {x.dtype}")
-    if bool(torch.isnan(x).any()) or bool(torch.isposinf(x).any()):
+    v = x.detach()
+    if bool(torch.isnan(v).any()) or bool(torch.isposinf(v).any()):
         raise ContractError(f"{name} holds NaN or +inf; fix: find where the log-probability became non-finite")
-    if x.numel() and float(x.max()) > tol:
-        raise ContractError(f"{name} holds positive values (max {float(x.max()):.3g}): a log-probability is <= 0; fix: "
+    if v.numel() and float(v.max()) > tol:
+        raise ContractError(f"{name} holds positive values (max {float(v.max()):.3g}): a log-probability is <= 0; fix: "
                             "pass summed log softmax of the response tokens (sequence_logprob), not logits or probabilities")
     return x
 
