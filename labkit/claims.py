@@ -25,7 +25,7 @@ import math
 import os
 from typing import Iterable, Sequence
 
-from labkit.checks import ContractError
+from labkit.contracts import ContractError, finite
 
 __all__ = ["check", "claim", "compare", "ledger", "summary", "reset", "VERDICTS", "t_quantile"]
 
@@ -43,20 +43,6 @@ def t_quantile(df: int) -> float:
         raise ContractError(f"t quantile needs df >= 1, got {df}")
     known = [k for k in sorted(_T975) if k <= df]
     return _T975[known[-1]] if df <= 30 else 1.96
-
-
-def _finite(name: str, x) -> float:
-    if isinstance(x, (str, bytes)):
-        raise ContractError(f"{name} must be a number, got the text {x!r}; fix: pass the measured float")
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        raise ContractError(f"{name} must be a number, got {type(x).__name__}; fix: pass a float "
-                            "(use .item() on a one-element tensor)") from None
-    if not math.isfinite(v):
-        raise ContractError(f"{name} is {v}: a claim cannot rest on a NaN or infinite value; fix: find where "
-                            "the measurement became non-finite")
-    return v
 
 
 def _seed() -> int | None:
@@ -110,7 +96,7 @@ def check(id: str, value, expected=0.0, tol: float = 0.0, *, text: str = "", fmt
     Records kind "check"; margin = tol − |value − expected|. Prints
     `CHECK <id>: <text> = <value> (expected <expected> ± <tol>)`.
     """
-    v, e, t = _finite("value", value), _finite("expected", expected), _finite("tol", tol)
+    v, e, t = finite(value, "value"), finite(expected, "expected"), finite(tol, "tol")
     if t < 0:
         raise ContractError(f"tol must be >= 0, got {t}")
     gap = abs(v - e)
@@ -130,7 +116,7 @@ def claim(id: str, value, *, above=None, below=None, between: Sequence[float] | 
     clears its threshold (the seed sweep compares it with the seed-to-seed spread).
     A single-run contrast may name its control arm and value; a comparison over seeds uses compare().
     """
-    v = _finite("value", value)
+    v = finite(value, "value")
     given = [x is not None for x in (above, below, between)]
     if sum(given) == 0:
         raise ContractError(f"claim {id!r} has no threshold; fix: give above=, below= or between= (a claim that "
@@ -141,20 +127,20 @@ def claim(id: str, value, *, above=None, below=None, between: Sequence[float] | 
     elif sum(given) > 1:
         raise ContractError(f"claim {id!r}: give above/below or between, not both")
     if between is not None:
-        lo, hi = (_finite("between", x) for x in between)
+        lo, hi = (finite(x, "between") for x in between)
         if lo > hi:
             raise ContractError(f"claim {id!r}: between=({lo}, {hi}) is empty")
         margin, threshold = min(v - lo, hi - v), f"in [{_fmt(lo, fmt)}, {_fmt(hi, fmt)}]"
     elif above is not None:
-        t = _finite("above", above)
+        t = finite(above, "above")
         margin, threshold = v - t, f"> {_fmt(t, fmt)}"
     else:
-        t = _finite("below", below)
+        t = finite(below, "below")
         margin, threshold = t - v, f"< {_fmt(t, fmt)}"
     rec = {"id": id, "kind": "claim", "text": text, "value": v, "threshold": threshold, "margin": margin,
            "seeds": [_seed()], "control": control, "matched_on": list(matched_on)}
     if control_value is not None:
-        rec["control_value"] = _finite("control_value", control_value)
+        rec["control_value"] = finite(control_value, "control_value")
     line = f"CLAIM {id}: {text + ' = ' if text else ''}{_fmt(v, fmt)} {threshold} (margin {_fmt(margin, fmt)})"
     if control is not None:
         cv = f" = {_fmt(rec['control_value'], fmt)}" if "control_value" in rec else ""
@@ -181,7 +167,7 @@ def compare(id: str, a: Sequence[float], b: Sequence[float], *, seeds: Sequence[
     """
     if expect not in VERDICTS:
         raise ContractError(f"expect must be one of {VERDICTS}, got {expect!r}")
-    a, b = [_finite("a", x) for x in a], [_finite("b", x) for x in b]
+    a, b = [finite(x, "a") for x in a], [finite(x, "b") for x in b]
     seeds = [int(s) for s in seeds]
     if not (len(a) == len(b) == len(seeds)) or not a:
         raise ContractError(f"compare {id!r}: a, b and seeds need one value per seed, got {len(a)}, {len(b)}, "
@@ -190,7 +176,7 @@ def compare(id: str, a: Sequence[float], b: Sequence[float], *, seeds: Sequence[
     if not matched:
         raise ContractError(f"compare {id!r}: name what is matched between the arms (matched_on=[...]); a "
                             "comparison that does not say what it holds fixed cannot be judged")
-    m = _finite("min_effect", min_effect)
+    m = finite(min_effect, "min_effect")
     sign = 1.0 if higher_is_better else -1.0
     d = [sign * (x - y) for x, y in zip(a, b)]
     n = len(d)
