@@ -75,7 +75,7 @@ def make_student_notebook(nb):
 
 
 def instructor_notebooks(source: Path) -> list[Path]:
-    paths = sorted(p for p in Path(source).glob("[0-9][0-9]_*.ipynb"))
+    paths = sorted(p for p in Path(source).glob("[0-9][0-9]*_*.ipynb"))
     if not paths:
         raise ContractError(f"no notebooks NN_topic.ipynb in {source}; fix: pass --source pointing at the lab's notebooks/")
     return paths

@@ -46,8 +46,8 @@ import labkit
 from labkit import IGNORE
 from labkit.claims import check, claim, ledger, summary
 from labkit.paradigms.distillation import log_log_slope   # least-squares slope of log y on log x
-from labkit.paradigms.supervised import (ce_logit_grad, check_ce_grad, check_chunked_logsumexp, competitors_holding,
-                                         temperature_push)
+from labkit.paradigms.supervised import ce_logit_grad, competitors_holding, temperature_push
+from labkit.exercises.supervised import check_ce_grad, check_chunked_logsumexp
 from labkit.reduce import (CHUNK_ELEMENTS, ce_memory_benchmark, chunked_cross_entropy, full_logits_cross_entropy,
                            measure_peak_memory, reduce, token_cross_entropy)
 from labkit.widgets import DEMO_CLASS_LOGITS, DEMO_CLASS_NAMES, DEMO_CLASS_TARGET, demo_vocab_logits

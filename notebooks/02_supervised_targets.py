@@ -50,10 +50,11 @@ from labkit.checks import ContractError
 from labkit.claims import check, claim, compare, ledger, summary
 from labkit.data import AnnotatorWorld, FindingsWorld, digits_split, imbalanced_blobs, thin_classes
 from labkit.models import MLPClassifier
-from labkit.paradigms.supervised import (ce_decomposition, check_class_weighted_ce, check_multilabel_loss,
-                                         class_balanced_weights, class_mass_at_prior, f1_per_label, majority_law,
-                                         majority_vote, multilabel_bce, normalise_multi_hot, reliability, risk_shares,
-                                         single_label_ce, smoothed_targets, soft_target_ce, vote_distribution, weighted_ce)
+from labkit.paradigms.supervised import (ce_decomposition, class_balanced_weights, class_mass_at_prior,
+                                         f1_per_label, majority_law, majority_vote, multilabel_bce,
+                                         normalise_multi_hot, reliability, risk_shares, single_label_ce,
+                                         smoothed_targets, soft_target_ce, vote_distribution, weighted_ce)
+from labkit.exercises.supervised import check_class_weighted_ce, check_multilabel_loss
 from labkit.train import fit
 from labkit.viz import reliability_figure
 

@@ -46,8 +46,9 @@ from labkit.checks import ContractError, assert_golden_shift, golden_shift_table
 from labkit.claims import check, claim, compare, summary
 from labkit.data import KBackSource, MarkovWorld
 from labkit.models import TinyCausalLM
-from labkit.paradigms.autoregressive import (ar_example, causal_lm_loss, causal_lm_token_losses, check_fixed_batch,
-                                             generate, offset_accuracy)
+from labkit.paradigms.autoregressive import (ar_example, causal_lm_loss, causal_lm_token_losses, generate,
+                                             offset_accuracy)
+from labkit.exercises.autoregressive import check_fixed_batch
 from labkit.train import fit
 from labkit.viz import contract_text, loss_curves
 from labkit.vocab import seed_vocab

@@ -51,9 +51,9 @@ from labkit.checks import audit
 from labkit.claims import check, claim, compare, summary
 from labkit.data import MarkovWorld
 from labkit.models import HFLogits, TinyCausalLM
-from labkit.paradigms.autoregressive import (causal_lm_loss, causal_lm_token_losses, check_next_positions,
-                                             check_position_ids, continuation_logits, decode_agreement, generate,
-                                             generate_cached, next_positions)
+from labkit.paradigms.autoregressive import (causal_lm_loss, causal_lm_token_losses, continuation_logits,
+                                             decode_agreement, generate, generate_cached, next_positions)
+from labkit.exercises.autoregressive import check_next_positions, check_position_ids
 from labkit.train import fit
 from labkit.viz import contract_text, loss_curves
 from labkit.vocab import seed_vocab

@@ -49,8 +49,9 @@ from labkit.checks import assert_prompt_masked, audit
 from labkit.claims import check, claim, compare, summary
 from labkit.data import INSTRUCTION_TASKS, load_instructions
 from labkit.models import TinyCausalLM
-from labkit.paradigms.autoregressive import (causal_lm_loss, check_block_mask, check_sft_labels, completion_example,
-                                             cross_document_sensitivity, generate)
+from labkit.paradigms.autoregressive import (causal_lm_loss, completion_example, cross_document_sensitivity,
+                                             generate)
+from labkit.exercises.autoregressive import check_block_mask, check_sft_labels
 from labkit.train import fit
 from labkit.viz import contract_text, length_histogram, loss_curves
 from labkit.vocab import seed_vocab

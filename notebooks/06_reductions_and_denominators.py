@@ -47,8 +47,8 @@ from labkit.dist import data_parallel_step, run_ranks
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss, causal_lm_token_losses, next_token_targets
 from labkit.claims import check, claim, summary
-from labkit.reduce import (REDUCTIONS, check_ddp_rank_loss, check_micro_batch_loss, effective_weights,
-                           micro_batch_mean_gaps, reduce, simulate_ranks)
+from labkit.reduce import REDUCTIONS, effective_weights, micro_batch_mean_gaps, reduce, simulate_ranks
+from labkit.exercises.reductions import check_ddp_rank_loss, check_micro_batch_loss
 from labkit.train import fit
 from labkit.viz import token_weights_figure
 from labkit.vocab import seed_vocab

@@ -40,10 +40,11 @@ import labkit
 from labkit.claims import check, claim, compare, summary
 from labkit.data import RunningSumTask
 from labkit.models import TinyCausalLM
-from labkit.paradigms.autoregressive import (after_injected_slip, alpha_schedule, causal_lm_loss, check_compounding,
-                                             check_scheduled_mix, compounding, earlier_error, free_running_predictions,
-                                             position_accuracy, scheduled_sampling_inputs, scheduled_sampling_loss,
+from labkit.paradigms.autoregressive import (after_injected_slip, alpha_schedule, causal_lm_loss, compounding,
+                                             earlier_error, free_running_predictions, position_accuracy,
+                                             scheduled_sampling_inputs, scheduled_sampling_loss,
                                              teacher_forced_predictions)
+from labkit.exercises.autoregressive import check_compounding, check_scheduled_mix
 from labkit.train import fit
 from labkit.viz import contract_text
 from labkit.vocab import WordTokenizer

@@ -41,10 +41,11 @@ from labkit import IGNORE
 from labkit.claims import check, claim, compare, summary
 from labkit.data import MarkovWorld
 from labkit.models import TinyTransformer
-from labkit.paradigms.masked import (bert_mask, check_bert_mask, check_diffusion_loss, corruption_stats,
-                                     diffusion_corrupt, diffusion_loss, diffusion_weights, masked_lm_loss,
-                                     random_other_tokens, sentinel_tokenizer, span_corrupt, span_noise_mask,
-                                     span_reconstruct, token_accuracy, unmask_sample)
+from labkit.paradigms.masked import (bert_mask, corruption_stats, diffusion_corrupt, diffusion_loss,
+                                     diffusion_weights, masked_lm_loss, random_other_tokens, sentinel_tokenizer,
+                                     span_corrupt, span_noise_mask, span_reconstruct, token_accuracy,
+                                     unmask_sample)
+from labkit.exercises.masked import check_bert_mask, check_diffusion_loss
 from labkit.train import fit
 from labkit.viz import contract_text
 from labkit.vocab import seed_vocab

@@ -46,11 +46,11 @@ from labkit.data import DigitCaptions, digits_split
 from labkit.dist import run_ranks
 from labkit.models import DualEncoder
 from labkit.paradigms.contrastive import (CONTRASTIVE_VARIANTS, GATHER_RECIPES, GATHER_RECIPES_HELP,
-                                          batch_repulsive_share, check_false_negative_mask, check_info_nce,
-                                          contrastive_objective, evaluate_dual_encoder, gathered_negatives_rank,
-                                          gradient_agreement, info_nce, info_nce_from_logits, key_push_balance,
-                                          logit_gradient, pair_batches, same_class_mask, similarity_logits,
-                                          single_process_grad)
+                                          batch_repulsive_share, contrastive_objective, evaluate_dual_encoder,
+                                          gathered_negatives_rank, gradient_agreement, info_nce,
+                                          info_nce_from_logits, key_push_balance, logit_gradient, pair_batches,
+                                          same_class_mask, similarity_logits, single_process_grad)
+from labkit.exercises.contrastive import check_false_negative_mask, check_info_nce
 from labkit.train import fit
 from labkit.viz import accuracy_bars
 

@@ -47,9 +47,9 @@ from labkit.checks import ContractError
 from labkit.data import CAT_WORLD, MarkovWorld, digits_split
 from labkit.models import MLPClassifier, TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss, generate
-from labkit.paradigms.distillation import (assert_same_event_space, check_kd_grad, check_kd_loss, class_similarity,
-                                           entropy, kd_loss, log_log_slope, sequence_distillation_data, soft_loss_grad_norm,
-                                           soften)
+from labkit.paradigms.distillation import (assert_same_event_space, class_similarity, entropy, kd_loss,
+                                           log_log_slope, sequence_distillation_data, soft_loss_grad_norm, soften)
+from labkit.exercises.distillation import check_kd_grad, check_kd_loss
 from labkit.train import fit
 from labkit.vocab import WordTokenizer
 

@@ -57,11 +57,10 @@ from labkit.claims import check, claim, compare, summary
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss
 from labkit.paradigms.preference import (AnswerWorld, RewardModel, assert_same_prompt, batch_logprob,
-                                         bradley_terry_loss, build_pair, chat_example, check_dpo_loss,
-                                         check_sequence_logprob, collate_pairs, dpo_loss, expected_pair_accuracy,
-                                         implicit_rewards,
-                                         load_preferences, pair_accuracy, policy_gradient_fit, rollout,
-                                         sample_log_ratios, sequence_logprob)
+                                         bradley_terry_loss, build_pair, chat_example, collate_pairs, dpo_loss,
+                                         expected_pair_accuracy, implicit_rewards, load_preferences, pair_accuracy,
+                                         policy_gradient_fit, rollout, sample_log_ratios, sequence_logprob)
+from labkit.exercises.preference import check_dpo_loss, check_sequence_logprob
 from labkit.train import fit
 from labkit.viz import contract_text
 from labkit.vocab import seed_vocab

@@ -48,8 +48,8 @@ from labkit.data import MarkovWorld
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss, generate
 from labkit.paradigms.mixture import (MixtureConfig, MixtureSampler, assert_mixture_proportions,
-                                      check_expected_epochs, check_mixture_weights, chi_square_critical,
-                                      chi_square_test, expected_epochs, mixture_weights)
+                                      chi_square_critical, chi_square_test, expected_epochs, mixture_weights)
+from labkit.exercises.mixture import check_expected_epochs, check_mixture_weights
 from labkit.paradigms.preference import AnswerWorld
 from labkit.train import fit
 from labkit.vocab import seed_vocab

@@ -13,7 +13,7 @@ from labkit.checks import ContractError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+ALL = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
 
 
 def test_student_source_keeps_indentation_and_drops_hidden_tests():

@@ -6,8 +6,9 @@ from labkit import IGNORE
 from labkit.checks import ContractError, assert_golden_shift, golden_shift_table, trained_targets
 from labkit.models import TinyCausalLM
 from labkit.batch import collate, pad, position_ids_from_mask
-from labkit.paradigms.autoregressive import (ar_example, causal_lm_loss, check_fixed_batch, completion_example, generate,
+from labkit.paradigms.autoregressive import (ar_example, causal_lm_loss, completion_example, generate,
                                              record_pairs, trained_pairs)
+from labkit.exercises.autoregressive import check_fixed_batch
 
 RECORD = [1, 42, 95, 317, 18]  # <bos> the cat sat on
 

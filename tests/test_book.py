@@ -12,7 +12,7 @@ import build_book  # noqa: E402
 def test_book_lists_every_notebook_and_links_resolve(tmp_path):
     build_book.build(tmp_path)
     index = (tmp_path / "index.html").read_text()
-    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     links = re.findall(r'href="([^"]+)"', index)
     for stem in notebooks:
         assert f"{stem}.html" in links, f"{stem} is missing from the book's index (is it linked in README's map?)"

@@ -35,7 +35,7 @@ PANEL_CALL = re.compile(r"\b\w+_panel\(|\b\w+Panel\(")
 def panel_notebooks() -> list[str]:
     """Notebooks with a widget cell: a NBVAL_IGNORE_OUTPUT cell that builds a panel."""
     names = []
-    for py in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py")):
+    for py in sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.py")):
         cells = py.read_text().split("# %%")
         if any("NBVAL_IGNORE_OUTPUT" in c and PANEL_CALL.search(c) for c in cells):
             names.append(py.with_suffix(".ipynb").name)

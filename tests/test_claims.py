@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 import ledger_check  # noqa: E402
 
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 
 
 @pytest.fixture(autouse=True)
@@ -122,10 +122,10 @@ def _outputs(nb):
 def test_notebook_ledger_matches_its_outputs(ipynb):
     nb = json.loads(ipynb.read_text())
     recs = ledger_check.ledger(nb)
-    assert recs, f"{ipynb.name} has no claims ledger in its metadata: re-execute it (`make notebooks NB={ipynb.name[:2]}`)"
+    assert recs, f"{ipynb.name} has no claims ledger in its metadata: re-execute it (`make notebooks NB={ipynb.name.split('_')[0]}`)"
     ids = [r["id"] for r in recs]
     assert len(ids) == len(set(ids)), "claim ids must be unique"
-    prefix = ipynb.name[:2] + "."
+    prefix = ipynb.name.split('_')[0] + "."
     assert all(i.startswith(prefix) for i in ids), f"claim ids of {ipynb.name} start with {prefix!r}"
     out = _outputs(nb)
     for r in recs:

@@ -12,14 +12,15 @@ from labkit.checks import ContractError
 from labkit.data import DigitCaptions, digits_split
 from labkit.dist import run_ranks
 from labkit.models import DualEncoder
-from labkit.paradigms.contrastive import (CONTRASTIVE_VARIANTS, GATHER_DESIGNS, GATHER_RECIPES, GATHER_RECIPES_HELP,
-                                          batch_repulsive_share, check_false_negative_mask, check_info_nce,
-                                          class_retrieval_accuracy, contrastive_objective, dual_encoder_grads,
-                                          evaluate_dual_encoder, flat_grad, gathered_clip_loss, gathered_info_nce,
+from labkit.paradigms.contrastive import (CONTRASTIVE_VARIANTS, GATHER_DESIGNS, GATHER_RECIPES,
+                                          GATHER_RECIPES_HELP, batch_repulsive_share, class_retrieval_accuracy,
+                                          contrastive_objective, dual_encoder_grads, evaluate_dual_encoder,
+                                          flat_grad, gathered_clip_loss, gathered_info_nce,
                                           gathered_negatives_rank, gathered_targets, gradient_agreement,
                                           hard_negative_share, info_nce, info_nce_from_logits, key_push_balance,
-                                          logit_gradient, mean_cosine, pair_batches, repulsive_share, same_class_mask,
-                                          similarity_logits, single_process_grad, supcon_loss)
+                                          logit_gradient, mean_cosine, pair_batches, repulsive_share,
+                                          same_class_mask, similarity_logits, single_process_grad, supcon_loss)
+from labkit.exercises.contrastive import check_false_negative_mask, check_info_nce
 from labkit.widgets import ContrastiveTemperaturePanel, render_contrastive_temperature
 
 

@@ -17,8 +17,9 @@ from labkit.checks import ContractError
 from labkit.dist import _fail_on_rank, data_parallel_step, run_ranks
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss, causal_lm_token_losses
-from labkit.reduce import (DP_MODES, REDUCTIONS, check_ddp_rank_loss, check_micro_batch_loss, effective_weights,
-                           micro_batch_mean_gaps, rank_loss, reduce, simulate_ranks)
+from labkit.reduce import (DP_MODES, REDUCTIONS, effective_weights, micro_batch_mean_gaps, rank_loss, reduce,
+                           simulate_ranks)
+from labkit.exercises.reductions import check_ddp_rank_loss, check_micro_batch_loss
 from labkit.viz import token_weights_figure
 from labkit.widgets import ReductionPanel, render_reduction
 

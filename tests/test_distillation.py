@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from labkit import IGNORE
 from labkit.checks import ContractError
 from labkit.models import MLPClassifier, TinyCausalLM
-from labkit.paradigms.distillation import (assert_same_event_space, check_kd_grad, check_kd_loss, class_similarity,
-                                           entropy, kd_loss, log_log_slope, sequence_distillation_data,
-                                           soft_loss_grad_norm, soften)
+from labkit.paradigms.distillation import (assert_same_event_space, class_similarity, entropy, kd_loss,
+                                           log_log_slope, sequence_distillation_data, soft_loss_grad_norm, soften)
+from labkit.exercises.distillation import check_kd_grad, check_kd_loss
 from labkit.vocab import SPECIALS, WordTokenizer
 from labkit.widgets import SoftTargetPanel, render_soft_targets
 

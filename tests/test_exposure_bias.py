@@ -9,11 +9,11 @@ import torch.nn as nn
 from labkit import IGNORE
 from labkit.checks import ContractError
 from labkit.data import RunningSumTask
-from labkit.paradigms.autoregressive import (ALPHA_SHAPES, after_injected_slip, alpha_schedule, causal_lm_loss, check_compounding,
-                                             check_scheduled_mix, compounding, earlier_error,
-                                             free_running_predictions, position_accuracy,
-                                             scheduled_sampling_inputs, scheduled_sampling_loss,
+from labkit.paradigms.autoregressive import (ALPHA_SHAPES, after_injected_slip, alpha_schedule, causal_lm_loss,
+                                             compounding, earlier_error, free_running_predictions,
+                                             position_accuracy, scheduled_sampling_inputs, scheduled_sampling_loss,
                                              teacher_forced_predictions)
+from labkit.exercises.autoregressive import check_compounding, check_scheduled_mix
 from labkit.vocab import WordTokenizer
 
 

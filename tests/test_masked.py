@@ -11,10 +11,11 @@ from hypothesis import strategies as st
 from labkit import IGNORE
 from labkit.checks import ContractError
 from labkit.data import MarkovWorld
-from labkit.paradigms.masked import (bert_mask, check_bert_mask, check_diffusion_loss, corruption_stats,
-                                     delete_tokens, diffusion_corrupt, diffusion_loss, diffusion_weights,
-                                     masked_lm_loss, random_other_tokens, sentinel_tokenizer, span_corrupt,
-                                     span_noise_mask, span_reconstruct, token_accuracy, unmask_sample)
+from labkit.paradigms.masked import (bert_mask, corruption_stats, delete_tokens, diffusion_corrupt, diffusion_loss,
+                                     diffusion_weights, masked_lm_loss, random_other_tokens, sentinel_tokenizer,
+                                     span_corrupt, span_noise_mask, span_reconstruct, token_accuracy,
+                                     unmask_sample)
+from labkit.exercises.masked import check_bert_mask, check_diffusion_loss
 
 SPECIALS = (0, 1, 2, 3)
 MASK = 3

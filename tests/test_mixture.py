@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from labkit.checks import ContractError
-from labkit.paradigms.mixture import (MixtureConfig, MixtureSampler, assert_mixture_proportions, check_expected_epochs,
-                                      check_mixture_weights, chi_square_critical, chi_square_test, expected_epochs,
-                                      mixture_weights)
+from labkit.paradigms.mixture import (MixtureConfig, MixtureSampler, assert_mixture_proportions,
+                                      chi_square_critical, chi_square_test, expected_epochs, mixture_weights)
+from labkit.exercises.mixture import check_expected_epochs, check_mixture_weights
 from labkit.widgets import MixturePanel, render_mixture
 
 SIZES = [2_000_000, 400_000, 100_000, 10_000]

@@ -14,10 +14,10 @@ from labkit.checks import ContractError, audit
 from labkit.data import (INSTRUCTION_TASKS, MarkovWorld, instruction_answer, load_instructions, make_instructions,
                          write_instructions)
 from labkit.models import HFLogits, TinyCausalLM
-from labkit.paradigms.autoregressive import (check_block_mask, check_next_positions, check_position_ids,
-                                             check_sft_labels, completion_example, continuation_logits,
-                                             cross_document_sensitivity, decode_agreement, generate, generate_cached,
-                                             next_positions)
+from labkit.paradigms.autoregressive import (completion_example, continuation_logits, cross_document_sensitivity,
+                                             decode_agreement, generate, generate_cached, next_positions)
+from labkit.exercises.autoregressive import (check_block_mask, check_next_positions, check_position_ids,
+                                             check_sft_labels)
 from labkit.viz import length_histogram
 from labkit.widgets import PaddingPanel, render_padding
 

@@ -12,15 +12,14 @@ from labkit import IGNORE
 from labkit.checks import ContractError, trained_targets
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_token_losses
-from labkit.paradigms.preference import (RECORD_FIELDS, TEMPLATE_VERSION, AnswerWorld, PreferenceRecord, RewardModel,
-                                         assert_same_prompt, batch_logprob, bradley_terry_loss, build_pair,
-                                         chat_example, check_dpo_loss, check_sequence_logprob, collate_pairs,
-                                         default_preferences_path, dpo_loss, expected_pair_accuracy,
-                                         group_advantages, implicit_rewards,
+from labkit.paradigms.preference import (RECORD_FIELDS, TEMPLATE_VERSION, AnswerWorld, PreferenceRecord,
+                                         RewardModel, assert_same_prompt, batch_logprob, bradley_terry_loss,
+                                         build_pair, chat_example, collate_pairs, default_preferences_path,
+                                         dpo_loss, expected_pair_accuracy, group_advantages, implicit_rewards,
                                          kl_shaped_rewards, load_preferences, pair_accuracy, policy_gradient_fit,
                                          policy_gradient_loss, preferences_jsonl, rollout, sample_log_ratios,
-                                         sequence_logprob,
-                                         tokenizer_version, validate_record, write_preferences)
+                                         sequence_logprob, tokenizer_version, validate_record, write_preferences)
+from labkit.exercises.preference import check_dpo_loss, check_sequence_logprob
 
 
 @pytest.fixture

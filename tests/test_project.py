@@ -38,12 +38,12 @@ def test_no_exact_pins():
 
 
 def notebook_pairs():
-    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb"))
 
 
 def test_every_notebook_has_its_pair():
-    ipynbs = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
-    pys = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.py")}
+    ipynbs = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb")}
+    pys = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]*_*.py")}
     assert ipynbs, "no notebooks found"
     assert ipynbs == pys, f"unpaired: {sorted(ipynbs ^ pys)}"
 
@@ -53,7 +53,7 @@ def test_pair_inputs_are_identical(ipynb):
     jupytext = pytest.importorskip("jupytext")
     a, b = jupytext.read(ipynb), jupytext.read(ipynb.with_suffix(".py"))
     cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
-    assert cells(a) == cells(b), f"{ipynb.name} and its .py differ: edit the .py, then `make notebooks NB={ipynb.name[:2]}`"
+    assert cells(a) == cells(b), f"{ipynb.name} and its .py differ: edit the .py, then `make notebooks NB={ipynb.name.split('_')[0]}`"
 
 
 @pytest.mark.parametrize("ipynb", notebook_pairs(), ids=lambda p: p.name)

@@ -7,12 +7,14 @@ import torch.nn.functional as F
 from labkit import IGNORE
 from labkit.checks import ContractError
 from labkit.data import AnnotatorWorld, FindingsWorld, imbalanced_blobs, thin_classes
-from labkit.paradigms.supervised import (ce_decomposition, ce_logit_grad, check_ce_grad, check_chunked_logsumexp,
-                                         check_class_weighted_ce, check_multilabel_loss, class_balanced_weights,
-                                         class_mass_at_prior, competitors_holding, expected_calibration_error, f1_per_label,
-                                         majority_law, majority_vote, multilabel_bce, temperature_push,
-                                         normalise_multi_hot, reliability, risk_shares, single_label_ce, smoothed_targets,
-                                         soft_target_ce, vote_distribution, weighted_ce)
+from labkit.paradigms.supervised import (ce_decomposition, ce_logit_grad, class_balanced_weights,
+                                         class_mass_at_prior, competitors_holding, expected_calibration_error,
+                                         f1_per_label, majority_law, majority_vote, multilabel_bce,
+                                         temperature_push, normalise_multi_hot, reliability, risk_shares,
+                                         single_label_ce, smoothed_targets, soft_target_ce, vote_distribution,
+                                         weighted_ce)
+from labkit.exercises.supervised import (check_ce_grad, check_chunked_logsumexp, check_class_weighted_ce,
+                                         check_multilabel_loss)
 
 
 def logits_labels(N=6, K=4, seed=0):

@@ -21,7 +21,7 @@ def map_rows(readme: str) -> list[dict]:
     rows = []
     for line in readme.splitlines():
         cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-        if len(cells) == 4 and re.fullmatch(r"\d\d", cells[0]):
+        if len(cells) == 4 and re.fullmatch(r"\d\d[a-z]?", cells[0]):
             number, title, summary, status = cells
             link = LINK.search(title)
             rows.append({"number": number, "title": link.group(1) if link else title,
@@ -36,7 +36,7 @@ def build(out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter(template_name="lab")
     written = []
-    for nb_path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+    for nb_path in sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
         body, _ = exporter.from_notebook_node(nbformat.read(nb_path, as_version=4))
         target = out / nb_path.with_suffix(".html").name
         target.write_text(body, encoding="utf-8")

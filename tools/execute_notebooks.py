@@ -65,9 +65,9 @@ def execute(py: Path) -> float:
 
 
 def main(prefixes: list[str]) -> None:
-    pys = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+    pys = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.py"))
     if prefixes:
-        pys = [p for p in pys if any(p.name.startswith(x) for x in prefixes)]
+        pys = [p for p in pys if any(p.name.split('_')[0] == x or (len(x) > 3 and p.name.startswith(x)) for x in prefixes)]
     if not pys:
         raise SystemExit(f"no notebook matches {prefixes}")
     for py in pys:

@@ -104,7 +104,7 @@ def readme_rows(readme: str) -> dict[str, str]:
     """Notebook-map rows of README: notebook stem -> the row's text."""
     rows = {}
     for line in readme.splitlines():
-        m = re.match(r"\|\s*(\d\d)\s*\|\s*\[`(\d\d_[\w]+)\.ipynb`\]", line)
+        m = re.match(r"\|\s*(\d\d[a-z]?)\s*\|\s*\[`(\d\d[a-z]?_[\w]+)\.ipynb`\]", line)
         if m:
             rows[m.group(2)] = re.sub(r"\]\([^)]*\)", "]", line)
     return rows
@@ -127,7 +127,7 @@ def unbacked_in_readme(readme_path: Path = ROOT / "README.md") -> dict[str, list
 
 def main(prefixes: list[str]) -> int:
     bad = 0
-    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb")):
         if prefixes and not any(path.name.startswith(p) for p in prefixes):
             continue
         miss = unbacked_in_notebook(path)

@@ -102,9 +102,9 @@ def main() -> int:
     parser.add_argument("--fail-thin", action="store_true", help="exit 1 when a claim's margin is within its spread")
     parser.add_argument("prefixes", nargs="*")
     args = parser.parse_args()
-    nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
     if args.prefixes:
-        nbs = [n for n in nbs if any(n.name.startswith(p) for p in args.prefixes)]
+        nbs = [n for n in nbs if any(n.name.split('_')[0] == p or (len(p) > 3 and n.name.startswith(p)) for p in args.prefixes)]
     jobs = [(nb, s) for nb in nbs for s in args.seeds]
     failed = 0
     runs: dict[str, dict[int, list[dict]]] = {nb.stem: {0: committed_ledger(nb)} for nb in nbs}
