@@ -3,6 +3,10 @@
 The pipeline of every paradigm is `raw record -> example builder -> collator -> loss reducer`;
 the modules follow it (vocab, batch, reduce, paradigms/*). Importing labkit does no work: no
 seeding, no device probing, no downloads.
+
+Imports sit at module top everywhere, with one exception, said here once: heavy optional packages
+(matplotlib in viz, transformers/tokenizers in vocab, scikit-learn in data, torch in this file) are
+imported inside the function that needs them, so `import labkit` and the core modules stay light.
 """
 from __future__ import annotations
 

@@ -17,6 +17,7 @@ from typing import Iterable, Mapping, Sequence
 import torch
 
 from labkit.contracts import IGNORE, ContractError, count, finite
+from labkit.viz import contract_html
 
 # keys an example dict may carry: what collate/pack read, plus metadata they pass over
 EXAMPLE_KEYS = ("input_ids", "labels", "weight", "attention_mask", "prompt_len")
@@ -79,7 +80,6 @@ class Batch:
         return int(self.supervised.sum())
 
     def _repr_html_(self) -> str:
-        from labkit.viz import contract_html
 
         return contract_html(self)
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
+import torch
+
+from labkit.batch import position_ids_from_mask
 from labkit.contracts import IGNORE, ContractError  # noqa: F401  (re-exported: older imports keep working)
 
 
@@ -28,8 +31,6 @@ def fail_exercise(message: str):
 
 
 def _labels_of(batch_or_labels):
-    import torch
-
     if isinstance(batch_or_labels, torch.Tensor):
         return batch_or_labels
     if isinstance(batch_or_labels, Mapping):
@@ -66,8 +67,6 @@ def assert_prompt_masked(labels, prompt_len: int) -> None:
 def assert_masked_targets(input_ids, labels, clean_ids, mask_id: int) -> int:
     """The masked-LM smoke test (one sequence or a batch): positions showing mask_id target their
     clean token, every other position is -100. Returns the number of targets."""
-    import torch
-
     x, y, clean = (torch.as_tensor(v) for v in (input_ids, labels, clean_ids))
     if not (x.shape == y.shape == clean.shape):
         raise ContractError(f"input_ids, labels and clean ids must have one shape, got {tuple(x.shape)}, {tuple(y.shape)}, {tuple(clean.shape)}")
@@ -92,8 +91,6 @@ def trained_targets(loss_fn: Callable, labels, vocab_size: int) -> list[int | No
     cross-entropy, d loss / d z[t,k] = (p_k - 1[k = y_t]) / N, so the most negative entry of row t
     is the target of logit t and a zero row means no target.
     """
-    import torch
-
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(1, -1)
     logits = torch.zeros(1, labels.shape[1], vocab_size, requires_grad=True)
     loss_fn(logits, labels).backward()
@@ -161,9 +158,7 @@ def audit(batch, *, loss_shifts: bool = True, pad_id: int | None = None, eos_id:
     Codes: no_targets, double_shift, no_shift, unmasked_prompt, arange_positions_with_left_padding,
     cross_document_attention, eos_label_masked, supervised_padding.
     """
-    import torch
 
-    from labkit.batch import position_ids_from_mask
 
     get = (lambda k: batch.get(k)) if isinstance(batch, Mapping) else (lambda k: getattr(batch, k, None))
     input_ids, labels = get("input_ids"), get("labels")

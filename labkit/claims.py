@@ -25,6 +25,7 @@ import math
 import os
 from typing import Iterable, Sequence
 
+import labkit
 from labkit.contracts import ContractError, finite
 
 __all__ = ["check", "claim", "compare", "ledger", "summary", "reset", "VERDICTS", "t_quantile"]
@@ -49,8 +50,6 @@ def _seed() -> int | None:
     env = os.environ.get("LABKIT_SEED", "").strip()
     if env:
         return int(env)
-    import labkit
-
     return labkit.DEFAULT_SEED
 
 

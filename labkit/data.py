@@ -2,11 +2,17 @@
 the truth (the true next-token distribution, the entropy floor, the best possible accuracy)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import torch
 
-from labkit.checks import ContractError
+from labkit.batch import pad
+from labkit.contracts import ContractError
+from labkit.datafiles import DATA_DIR, jsonl_records
+from labkit.datafiles import main as _main
 from labkit.vocab import WordTokenizer, seed_vocab
 
 # A first-order Markov "grammar" over the chapter's words: subject nouns are followed by verbs,
@@ -315,10 +321,6 @@ def make_instructions(n: int = 2000, seed: int = 0, min_items: int = 2, max_item
 
 def write_instructions(path, n: int = 2000, seed: int = 0) -> str:
     """Write make_instructions(n, seed) as JSON lines (one record a line); return the file's sha256."""
-    import hashlib
-    import json
-    from pathlib import Path
-
     text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in make_instructions(n, seed))
     Path(path).write_text(text)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -327,9 +329,7 @@ def write_instructions(path, n: int = 2000, seed: int = 0) -> str:
 def load_instructions(path=None) -> list[dict]:
     """Read the instruction JSONL (default: data/instructions.jsonl of the repository) and check
     every record: a user turn "task items..." followed by the assistant's correct answer."""
-    from pathlib import Path
 
-    from labkit.datafiles import DATA_DIR, jsonl_records
 
     path = Path(path) if path is not None else DATA_DIR / "instructions.jsonl"
     records = []
@@ -402,7 +402,6 @@ class DigitCaptions:
     """
 
     def __init__(self, templates: tuple[str, ...] = CAPTION_TEMPLATES):
-        from labkit.vocab import WordTokenizer
 
         if not templates:
             raise ContractError("at least one caption template is needed")
@@ -430,7 +429,6 @@ class DigitCaptions:
 
     def encode(self, labels, wordings) -> torch.Tensor:
         """Captions of (label, wording) pairs as right-padded ids [B, L] (pad = tokenizer.pad_id)."""
-        from labkit.batch import pad
 
         labels, wordings = torch.as_tensor(labels).flatten().tolist(), torch.as_tensor(wordings).flatten().tolist()
         if len(labels) != len(wordings):
@@ -640,8 +638,4 @@ def imbalanced_blobs(n: int, minority_share: float = 0.05, distance: float = 2.0
 
 
 if __name__ == "__main__":  # python -m labkit.data verify | regenerate NAME | manifest
-    import sys as _sys
-
-    from labkit.datafiles import main as _main
-
-    _sys.exit(_main())
+    raise SystemExit(_main())

@@ -21,8 +21,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from labkit.checks import ContractError
+from labkit.contracts import ContractError
 
 
 def free_port() -> int:
@@ -69,8 +70,6 @@ def _main_module_hidden():
 
 def run_ranks(fn: Callable, world_size: int = 2, args: Sequence[Any] = (), timeout: float = 120.0) -> list:
     """Run fn(rank, world_size, *args) in `world_size` gloo processes; return their results by rank."""
-    import torch.multiprocessing as mp
-
     if world_size < 1:
         raise ContractError(f"world_size must be >= 1, got {world_size}")
     qualname = getattr(fn, "__qualname__", "")
@@ -151,38 +150,6 @@ def _probe(rank: int, world_size: int, value: float) -> dict:
     return {"rank": rank, "gathered": gathered.detach(), "grad": x.grad.clone(),
             "sum": all_reduce_sum(torch.tensor([float(rank)])),
             "no_grad_rows": all_gather_no_grad(x.detach()).tolist()}
-
-
-def data_parallel_step(rank: int, world_size: int, model: torch.nn.Module, shards: Sequence[dict],
-                       modes: Sequence[str] = ("local_mean", "global_count")) -> dict:
-    """One data-parallel step of a causal LM on this rank's shard, as DDP does it, for each mode.
-
-    shards[rank]: dict of [B_r,T_r] tensors (input_ids, attention_mask, position_ids, labels).
-    Each mode (labkit.reduce.rank_loss): local loss -> backward -> gradients all-reduced (SUM) and
-    divided by world_size (DDP's average). "global_count" all-reduces the target count first.
-    Returns {"rank", "local_sum", "local_count", "global_sum", "global_count", "modes": {mode:
-    {"loss", "grad" (flat averaged gradient, identical on every rank)}}}.
-    """
-    from labkit.paradigms.autoregressive import causal_lm_token_losses
-    from labkit.reduce import rank_loss
-
-    shard = shards[rank]
-    model.eval()
-    out: dict = {"rank": rank, "modes": {}}
-    for mode in modes:
-        model.zero_grad(set_to_none=True)
-        logits = model(shard["input_ids"], attention_mask=shard["attention_mask"], position_ids=shard["position_ids"])
-        losses, mask = causal_lm_token_losses(logits, shard["labels"])
-        local = torch.stack([(losses * mask).sum().detach().double(), mask.sum().double()])
-        total = all_reduce_sum(local)
-        loss = rank_loss(losses, mask, mode, global_count=total[1], world_size=world_size).value
-        loss.backward()
-        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        out.update(local_sum=float(local[0]), local_count=int(local[1]), global_sum=float(total[0]),
-                   global_count=int(total[1]))
-        out["modes"][mode] = {"loss": float(loss.detach()), "grad": grad / world_size}
-    return out
 
 
 def _fail_on_rank(rank: int, world_size: int, bad_rank: int = 1) -> int:

@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
+from tqdm.auto import tqdm
 
-from labkit.checks import ContractError
+import labkit
+from labkit.contracts import ContractError
 
 
 @dataclass
@@ -43,10 +45,6 @@ def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, los
     callback: called as callback(step, model, loss) after each optimizer step (loss: that step's
     training loss, a float), e.g. to probe validation accuracy; the model is in train mode.
     """
-    from tqdm.auto import tqdm
-
-    import labkit
-
     if steps < 1:
         raise ContractError(f"steps must be >= 1 (the number of optimizer updates), got {steps}")
     dev = torch.device(device) if device is not None else labkit.device()

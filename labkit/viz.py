@@ -6,7 +6,7 @@ from typing import Mapping
 
 import torch
 
-from labkit import IGNORE
+from labkit.contracts import IGNORE
 
 COLORS = {"supervised": "#c8ecc4", "ignored": "#e6e6e6", "pad": "#f7f7f7", "plain": "#ffffff", "bad": "#f6c1c1"}
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from labkit.checks import ContractError
+from labkit.contracts import ContractError
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<mask>", "<unk>", "<user>", "<assistant>", "<sep>")
 

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from labkit import IGNORE
 from labkit.checks import ContractError
-from labkit.reduce import (ce_memory_benchmark, chunked_cross_entropy, full_logits_cross_entropy,
-                           measure_peak_memory)
+from labkit.reduce import chunked_cross_entropy, full_logits_cross_entropy
+from labkit.memory import ce_memory_benchmark, measure_peak_memory
 from labkit.viz import reliability_figure, svg_bars
 from labkit.widgets import TemperaturePanel, demo_vocab_logits, render_temperature
 

@@ -14,7 +14,8 @@ import torch
 from labkit import IGNORE
 from labkit.batch import collate
 from labkit.checks import ContractError
-from labkit.dist import _fail_on_rank, data_parallel_step, run_ranks
+from labkit.dist import _fail_on_rank, run_ranks
+from labkit.paradigms.autoregressive import data_parallel_step
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss, causal_lm_token_losses
 from labkit.reduce import (DP_MODES, REDUCTIONS, effective_weights, micro_batch_mean_gaps, rank_loss, reduce,

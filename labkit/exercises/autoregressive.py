@@ -3,15 +3,17 @@
 Each check_*(fn) calls a learner's function on fixed cases and raises AssertionError naming the misconception."""
 from __future__ import annotations
 
-from typing import Sequence
-import torch
-from labkit import IGNORE
-from labkit.paradigms.autoregressive import _field, compounding, earlier_error, next_positions, record_pairs, trained_pairs
 from collections import Counter
-from labkit.batch import arange_positions, position_ids_from_mask
-from labkit.batch import pack
+from typing import Sequence
+
+import torch
+
+from labkit.batch import arange_positions, pack, position_ids_from_mask
 from labkit.checks import audit
+from labkit.contracts import IGNORE
 from labkit.exercises.common import fail, require_tensor
+from labkit.paradigms.autoregressive import (_field, compounding, earlier_error, next_positions, record_pairs,
+                                             trained_pairs)
 
 
 def check_position_ids(fn) -> None:

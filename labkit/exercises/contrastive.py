@@ -4,9 +4,11 @@ Each check_*(fn) calls a learner's function on fixed cases and raises AssertionE
 from __future__ import annotations
 
 from typing import Callable
+
 import torch
-from labkit.exercises.common import fail
 import torch.nn.functional as F
+
+from labkit.exercises.common import fail
 from labkit.paradigms.contrastive import info_nce, same_class_mask, similarity_logits
 
 

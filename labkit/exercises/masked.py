@@ -4,7 +4,9 @@ Each check_*(fn) calls a learner's function on fixed cases and raises AssertionE
 from __future__ import annotations
 
 from typing import Sequence
+
 import torch
+
 from labkit.exercises.common import fail
 from labkit.paradigms.masked import corruption_stats, diffusion_weights
 

@@ -4,9 +4,11 @@ Each check_*(fn) calls a learner's function on fixed cases and raises AssertionE
 from __future__ import annotations
 
 from typing import Callable
+
 import torch
-from labkit.paradigms.mixture import expected_epochs, mixture_weights
+
 from labkit.exercises.common import fail
+from labkit.paradigms.mixture import expected_epochs, mixture_weights
 
 
 def check_mixture_weights(fn: Callable) -> None:

@@ -4,10 +4,12 @@ Each check_*(fn) calls a learner's function on fixed cases and raises AssertionE
 from __future__ import annotations
 
 from typing import Callable
+
 import torch
 import torch.nn.functional as F
+
+from labkit.exercises.common import close, fail
 from labkit.paradigms.preference import dpo_loss, sequence_logprob
-from labkit.exercises.common import fail, close
 
 
 def _logprob_case(seed: int):

@@ -4,6 +4,7 @@ Each check_*(fn) calls a learner's function on fixed cases and raises AssertionE
 from __future__ import annotations
 
 import torch
+
 from labkit.exercises.common import fail
 
 

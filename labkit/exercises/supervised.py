@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from labkit import IGNORE
-from labkit.reduce import measure_peak_memory
-from labkit.exercises.common import fail, close
+
+from labkit.contracts import IGNORE
+from labkit.exercises.common import close, fail
+from labkit.memory import measure_peak_memory
 
 
 def check_ce_grad(fn, large: bool = False) -> None:
@@ -59,7 +60,7 @@ def check_ce_grad(fn, large: bool = False) -> None:
 def check_chunked_logsumexp(fn, memory: bool = True) -> None:
     """Grade fn(hidden [N, d], weight [V, d], chunk_size) -> logsumexp_k (hidden @ weight.T)_{ik}, [N],
     computed without the full [N, V] logits. Checks the value (also for logits near 1000, where a
-    plain exp overflows) and, with memory=True, the peak memory (labkit.reduce.measure_peak_memory)."""
+    plain exp overflows) and, with memory=True, the peak memory (labkit.memory.measure_peak_memory)."""
 
     g = torch.Generator().manual_seed(12)
     for N, d, V, cs, scale in [(8, 4, 50, 16, 1.0), (5, 3, 37, 10, 1.0), (4, 3, 40, 16, 400.0)]:

@@ -6,14 +6,16 @@ Two shift conventions, never both:
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from labkit import IGNORE
-from labkit.contracts import ContractError, finite
-from labkit.reduce import REDUCTIONS, reduce, token_cross_entropy
+from labkit.batch import arange_positions, pack, pad, position_ids_from_mask
+from labkit.contracts import IGNORE, ContractError, finite
+from labkit.dist import all_reduce_sum
+from labkit.reduce import REDUCTIONS, rank_loss, reduce, token_cross_entropy
 
 SHIFTS = ("external", "internal")
 
@@ -46,6 +48,15 @@ def completion_example(prompt_ids: Sequence[int], completion_ids: Sequence[int],
     return {"input_ids": prompt + completion, "labels": labels, "prompt_len": len(prompt)}
 
 
+def next_token_targets(labels: torch.Tensor, shift: bool = True) -> torch.Tensor:
+    """The lab's one shift rule: the target of each logit position, [B,T] (IGNORE where none).
+
+    shift=True: logit t predicts labels[t+1]; the last logit has no target. shift=False: labels[t]
+    (the builder already shifted). Every loss and probe that aligns logits with tokens calls this.
+    """
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE) if shift else labels
+
+
 def causal_lm_token_losses(logits: torch.Tensor, labels: torch.Tensor, shift: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-position next-token losses and their mask, both [B,T].
 
@@ -56,7 +67,7 @@ def causal_lm_token_losses(logits: torch.Tensor, labels: torch.Tensor, shift: bo
         raise ContractError(f"causal LM loss needs logits [B,T,V] and labels [B,T] with the same B,T; got "
                             f"{tuple(logits.shape)} and {tuple(labels.shape)}. Fix: with shift=True pass unshifted labels "
                             "of the same length as input_ids")
-    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE) if shift else labels
+    targets = next_token_targets(labels, shift)
     losses = token_cross_entropy(logits, targets)
     return losses, targets.ne(IGNORE)
 
@@ -72,11 +83,6 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool = Tru
         raise ContractError(f"unknown reduction {reduction!r}; fix: one of {REDUCTIONS}")
     losses, mask = causal_lm_token_losses(logits, labels, shift)
     return reduce(losses, mask, how=reduction, weights=weights, denominator=denominator).value
-
-
-def next_token_targets(labels: torch.Tensor, shift: bool = True) -> torch.Tensor:
-    """The target of each logit position, [B,T] (IGNORE where none)."""
-    return F.pad(labels[:, 1:], (0, 1), value=IGNORE) if shift else labels
 
 
 def offset_accuracy(logits: torch.Tensor, ids: torch.Tensor, k: int = 1) -> float:
@@ -103,7 +109,6 @@ def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, pad_i
     gives each row compact positions from its own first real token; "arange" counts from column 0
     (the left-padding bug). Recomputes the whole prefix each step (tiny models, no cache).
     """
-    from labkit.batch import arange_positions, pad, position_ids_from_mask
 
     if finite(temperature, "temperature") < 0:
         raise ContractError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
@@ -148,7 +153,6 @@ def continuation_logits(model, prompts: Sequence[Sequence[int]], continuations: 
     prompts[b] + continuations[b][:k] (what step k of greedy decoding sees). All continuations
     have the same length K >= 1. positions: "mask" (compact) or "arange" (column index).
     """
-    from labkit.batch import arange_positions, pad, position_ids_from_mask
 
     if len(prompts) != len(continuations):
         raise ContractError(f"{len(prompts)} prompts but {len(continuations)} continuations")
@@ -207,7 +211,6 @@ def generate_cached(model, prompts: Sequence[Sequence[int]], max_new_tokens: int
     number of real tokens so far); "padded" gives it the padded length (the column index), which
     is right only for the longest prompt. Returns {"tokens": list of lists, "logits": [B, K, V]}.
     """
-    from labkit.batch import pad, position_ids_from_mask
 
     if next_position not in CACHE_POSITIONS:
         raise ContractError(f"unknown next_position {next_position!r}; fix: one of {CACHE_POSITIONS}")
@@ -239,7 +242,6 @@ def cross_document_sensitivity(model, doc_a: Sequence[int], doc_a_changed: Seque
     and positions restarted per document the answer is exactly 0: B reads nothing of A.
     restart_positions=False numbers the whole row 0..T-1, so a longer A' also moves B's positions.
     """
-    from labkit.batch import arange_positions, pack
 
     dev = _model_device(model)
     outs = []
@@ -402,8 +404,6 @@ def alpha_schedule(step: int, total_steps: int, shape: str = "linear", alpha_min
         raise ContractError(f"alpha_min is a probability (of keeping the gold token), got {alpha_min}")
     if total_steps < 1 or step < 0:
         raise ContractError(f"need total_steps >= 1 and step >= 0, got {total_steps}, {step}")
-    import math
-
     u = min(step / total_steps, 1.0)
     if shape == "constant":
         return float(alpha_min)
@@ -477,3 +477,34 @@ def scheduled_sampling_loss(model, input_ids: torch.Tensor, labels: torch.Tensor
                     proposal = _choose(model(mixed[:, :t])[:, -1], temperature, generator)
                     mixed[:, t] = torch.where(coin[:, t], proposal, mixed[:, t])
     return causal_lm_loss(model(mixed), labels), mixed
+
+
+# ----------------------------------------------------------------------------- one data-parallel step (notebook 06)
+
+def data_parallel_step(rank: int, world_size: int, model: torch.nn.Module, shards: Sequence[dict],
+                       modes: Sequence[str] = ("local_mean", "global_count")) -> dict:
+    """One data-parallel step of a causal LM on this rank's shard, as DDP does it, for each mode.
+
+    shards[rank]: dict of [B_r,T_r] tensors (input_ids, attention_mask, position_ids, labels).
+    Each mode (labkit.reduce.rank_loss): local loss -> backward -> gradients all-reduced (SUM) and
+    divided by world_size (DDP's average). "global_count" all-reduces the target count first.
+    Returns {"rank", "local_sum", "local_count", "global_sum", "global_count", "modes": {mode:
+    {"loss", "grad" (flat averaged gradient, identical on every rank)}}}.
+    """
+    shard = shards[rank]
+    model.eval()
+    out: dict = {"rank": rank, "modes": {}}
+    for mode in modes:
+        model.zero_grad(set_to_none=True)
+        logits = model(shard["input_ids"], attention_mask=shard["attention_mask"], position_ids=shard["position_ids"])
+        losses, mask = causal_lm_token_losses(logits, shard["labels"])
+        local = torch.stack([(losses * mask).sum().detach().double(), mask.sum().double()])
+        total = all_reduce_sum(local)
+        loss = rank_loss(losses, mask, mode, global_count=total[1], world_size=world_size).value
+        loss.backward()
+        grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        grad = all_reduce_sum(grad)
+        out.update(local_sum=float(local[0]), local_count=int(local[1]), global_sum=float(total[0]),
+                   global_count=int(total[1]))
+        out["modes"][mode] = {"loss": float(loss.detach()), "grad": grad / world_size}
+    return out

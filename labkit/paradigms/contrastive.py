@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from labkit.contracts import ContractError, finite
+from labkit.dist import all_gather_no_grad, all_gather_with_grad, all_reduce_sum
 
 GATHER_DESIGNS = ("with_grad", "no_grad", "detached", "local")
 # what gathered_negatives_rank compares with the single-process full batch (see GATHER_RECIPES_HELP)
@@ -335,9 +337,7 @@ def gathered_info_nce(q_local: torch.Tensor, k_local: torch.Tensor, temperature:
       local:     no gather: [B_local, B_local] logits, in-batch negatives of this rank only.
     symmetric=True also gathers the queries and adds the k->q direction.
     """
-    import torch.distributed as dist
 
-    from labkit.dist import all_gather_no_grad, all_gather_with_grad
 
     if gather not in GATHER_DESIGNS:
         raise ContractError(f"unknown gather design {gather!r}; fix: one of {GATHER_DESIGNS}")
@@ -381,9 +381,7 @@ def gathered_clip_loss(zi_local: torch.Tensor, zt_local: torch.Tensor, temperatu
     give the single-process full-batch gradient. DDP averages (sum / R), hence world_scale: the loss
     is multiplied by R so that the average is that full-batch gradient.
     """
-    import torch.distributed as dist
 
-    from labkit.dist import all_gather_no_grad
 
     if not (dist.is_available() and dist.is_initialized()):
         raise ContractError("gathered_clip_loss runs inside a process group; fix: call it from a rank function started "
@@ -408,7 +406,6 @@ def gathered_negatives_rank(rank: int, world_size: int, model, images: torch.Ten
     loss averaged over ranks, "grad": the flat averaged gradient (flat_grad order)}}; the averaged
     gradient is the same on every rank. symmetric applies to the recipes with local queries.
     """
-    from labkit.dist import all_reduce_sum
 
     full_loss, _ = dual_encoder_grads(model, images, captions, temperature, symmetric)
     B = images.shape[0] // world_size

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit.contracts import ContractError, binary_mask, finite, tensor
+from labkit.paradigms.autoregressive import completion_example, generate
 
 
 def _check_T(T) -> float:
@@ -121,7 +122,6 @@ def sequence_distillation_data(teacher, prompts: Sequence[Sequence[int]], max_ne
     """Sequence-level distillation data: the teacher continues each prompt greedily; each output
     becomes an SFT example (completion_example: prompt tokens are not targets) in the STUDENT's
     tokenizer (text is decoded with the teacher's and re-encoded with the student's)."""
-    from labkit.paradigms.autoregressive import completion_example, generate
 
     student_tokenizer = student_tokenizer or teacher_tokenizer
     outputs = generate(teacher, [list(p) for p in prompts], max_new_tokens=max_new_tokens,

@@ -8,8 +8,9 @@ from typing import Sequence
 
 import torch
 
-from labkit import IGNORE
-from labkit.contracts import ContractError, finite, token_ids
+from labkit.contracts import IGNORE, ContractError, finite, token_ids
+from labkit.reduce import token_cross_entropy
+from labkit.vocab import WordTokenizer, seed_vocab
 
 
 def mask_positions(ids: Sequence[int], positions: Sequence[int], mask_id: int) -> dict:
@@ -198,7 +199,6 @@ def sentinel_tokenizer(n: int = 16, tokenizer=None):
     """A copy of the tokenizer (default seed_vocab()) whose n highest unused ids are renamed
     <extra_id_0>, <extra_id_1>, ... (T5 numbers its sentinels down from the top of the vocabulary).
     Returns (tokenizer, sentinel_ids); every other id keeps its meaning."""
-    from labkit.vocab import WordTokenizer, seed_vocab
 
     base = tokenizer or seed_vocab()
     free = [i for i in range(len(base) - 1, len(base.specials) - 1, -1) if base.itos[i].startswith("<unused_")]
@@ -364,7 +364,6 @@ def diffusion_weights(masked: torch.Tensor, t: torch.Tensor, weighting: str = "e
 def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, weighting: str = "elbo") -> torch.Tensor:
     """Masked-diffusion training loss: sum over masked tokens of w * CE, w from diffusion_weights.
     logits [B,T,V], labels [B,T] (IGNORE where not masked), t [B]."""
-    from labkit.reduce import token_cross_entropy
 
     masked = labels.ne(IGNORE)
     if not bool(masked.any()):

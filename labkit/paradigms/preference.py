@@ -25,9 +25,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labkit import IGNORE
-from labkit.contracts import ContractError, finite, log_probs, tensor
-from labkit.vocab import CHAT_TEMPLATE, WordTokenizer
+from labkit.batch import pad, position_ids_from_mask
+from labkit.contracts import IGNORE, ContractError, finite, log_probs, tensor
+from labkit.datafiles import DATA_DIR, jsonl_records
+from labkit.models import TinyTransformer
+from labkit.paradigms.autoregressive import causal_lm_token_losses, generate
+from labkit.train import fit
+from labkit.vocab import CHAT_TEMPLATE, WordTokenizer, seed_vocab
 
 # ----------------------------------------------------------------------------- records
 
@@ -99,7 +103,6 @@ def validate_record(obj, line: int | None = None) -> PreferenceRecord:
 
 def default_preferences_path() -> Path:
     """data/preferences.jsonl of the checkout, or the copy shipped with an installed labkit."""
-    from labkit.datafiles import DATA_DIR
 
     return DATA_DIR / "preferences.jsonl"
 
@@ -110,7 +113,6 @@ def load_preferences(path=None) -> list[PreferenceRecord]:
     Blank lines are skipped. Malformed JSON, a missing or ill-typed field raise a ContractError
     naming the field and the line number (1-based), so a half-valid file is never half-used.
     """
-    from labkit.datafiles import jsonl_records
 
     path = Path(path) if path is not None else default_preferences_path()
     records = []
@@ -209,7 +211,6 @@ def build_pair(record: PreferenceRecord, tokenizer: WordTokenizer) -> dict:
 
 def collate_sequences(ids: Sequence[Sequence[int]], response_masks: Sequence[Sequence[int]], pad_id: int) -> dict:
     """Right-pad sequences -> dict(input_ids, attention_mask, response_mask), each [B,T] long."""
-    from labkit.batch import pad
 
     input_ids, attention_mask = pad(ids, pad_id, "right")
     response_mask, _ = pad(response_masks, 0, "right")
@@ -238,7 +239,6 @@ def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor, response_mask: 
     Prompt tokens never count. average=True divides by the number of response tokens |y| (a
     per-token mean: length-normalised, a different objective than the probability of the answer).
     """
-    from labkit.paradigms.autoregressive import causal_lm_token_losses
 
     if logits.dim() != 3 or labels.shape != logits.shape[:2] or response_mask.shape != labels.shape:
         raise ContractError(f"sequence_logprob needs logits [B,T,V], labels [B,T] and response_mask [B,T]; got "
@@ -316,7 +316,6 @@ class RewardModel(nn.Module):
     def __init__(self, vocab_size: int, d_model: int = 32, n_layers: int = 1, n_heads: int = 4, max_len: int = 32,
                  backbone=None):
         super().__init__()
-        from labkit.models import TinyTransformer
 
         if backbone is not None and not isinstance(backbone, TinyTransformer):
             raise ContractError(f"the backbone must be a labkit TinyTransformer/TinyCausalLM, got {type(backbone).__name__}")
@@ -329,7 +328,6 @@ class RewardModel(nn.Module):
         """A reward model whose backbone starts as a copy of a (SFT) causal LM, with a zero head (all
         rewards 0 at the start): it begins from what the policy knows about the task, as InstructGPT's
         reward models did."""
-        from labkit.models import TinyTransformer
 
         if not isinstance(policy, TinyTransformer):
             raise ContractError(f"from_policy needs a labkit TinyTransformer/TinyCausalLM, got {type(policy).__name__}")
@@ -339,7 +337,6 @@ class RewardModel(nn.Module):
         return model.to(next(policy.parameters()).device)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        from labkit.batch import position_ids_from_mask
 
         h = self.backbone.hidden_states(input_ids, attention_mask, position_ids_from_mask(attention_mask))
         last = attention_mask.long().sum(-1) - 1
@@ -409,7 +406,6 @@ def rollout(model, tokenizer: WordTokenizer, prompts: Sequence[str], max_new_tok
     padded, on the model's device) and `responses`, the sampled ids (ending with <eos> when the
     policy stopped within max_new_tokens).
     """
-    from labkit.paradigms.autoregressive import generate
 
     prompt_ids = [tokenizer.encode_chat([{"role": "user", "content": p}], add_generation_prompt=True)[0] for p in prompts]
     was_training = model.training
@@ -428,7 +424,6 @@ def rollout(model, tokenizer: WordTokenizer, prompts: Sequence[str], max_new_tok
 
 def batch_logprob(model, batch: dict, average: bool = False) -> torch.Tensor:
     """sequence_logprob of a collated batch (input_ids, attention_mask, response_mask) under `model`, [B]."""
-    from labkit.batch import position_ids_from_mask
 
     logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
                    position_ids=position_ids_from_mask(batch["attention_mask"]))
@@ -469,38 +464,36 @@ def policy_gradient_fit(policy, tokenizer: WordTokenizer, prompt_sampler: Callab
     if kl_coef > 0 and reference is None:
         raise ContractError("kl_coef > 0 needs the frozen reference policy; fix: pass reference=")
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(policy.parameters(), lr=lr)
-    history = []
-    for _ in range(iters):
+    dev = next(policy.parameters()).device
+    history: list[dict] = []
+
+    def sample(_step: int) -> dict:
         prompts = [p for p in prompt_sampler(g) for _ in range(group_size)]
-        if sampler is None:
-            batch = rollout(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, generator=g)
-        else:
-            batch = sampler(prompts, g)
-            dev = next(policy.parameters()).device
-            batch = {k: v.to(dev) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-        rewards = torch.tensor([reward_fn(p, r) for p, r in zip(prompts, batch["responses"])], dtype=torch.float32)
-        policy.train()
-        logps = batch_logprob(policy, batch)
+        batch = rollout(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, generator=g) if sampler is None \
+            else sampler(prompts, g)
+        return {**batch, "prompts": prompts}
+
+    def loss_fn(model, batch: dict) -> torch.Tensor:
+        prompts, responses = batch["prompts"], batch["responses"]
+        rewards = torch.tensor([reward_fn(p, r) for p, r in zip(prompts, responses)], dtype=torch.float32)
+        model.train()
+        logps = batch_logprob(model, batch)
         shaped = rewards.to(logps.device)
         if reference is not None:
             with torch.no_grad():
                 ref_logps = batch_logprob(reference, batch)
         if kl_coef > 0:
             shaped = kl_shaped_rewards(shaped, logps, ref_logps, kl_coef)
-        loss = policy_gradient_loss(logps, group_advantages(shaped, group_size).to(logps.device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        opt.step()
-        n_tokens = batch["response_mask"].sum()
-        row = {"reward": float(rewards.mean()), "logp_per_token": float(logps.detach().sum() / n_tokens)}
+        row = {"reward": float(rewards.mean()), "logp_per_token": float(logps.detach().sum() / batch["response_mask"].sum())}
         if reference is not None:
             row["kl"] = float((logps.detach() - ref_logps).mean())
         for name, fn in (track or {}).items():
-            row[name] = sum(fn(p, r) for p, r in zip(prompts, batch["responses"])) / len(prompts)
+            row[name] = sum(fn(p, r) for p, r in zip(prompts, responses)) / len(prompts)
         history.append(row)
-    policy.eval()
+        return policy_gradient_loss(logps, group_advantages(shaped, group_size).to(logps.device))
+
+    # AdamW's default weight decay (0.01) and clipping at 1, as this loop always had
+    fit(policy, sample, loss_fn, steps=iters, lr=lr, weight_decay=0.01, device=dev, clip=1.0, progress=False)
     return history
 
 
@@ -527,7 +520,6 @@ class AnswerWorld:
                  length_probs_wrong: Sequence[float] = (0.5, 0.25, 0.15, 0.1, 0.0), judge_correct: float = 2.0,
                  judge_length: float = 0.0, proxy_length: float = 0.5, length_penalty: float = 0.25,
                  generator_name: str = "answerworld-sft-v0", tokenizer: WordTokenizer | None = None):
-        from labkit.vocab import seed_vocab
 
         for probs in (length_probs_correct, length_probs_wrong):
             if abs(sum(probs) - 1) > 1e-9 or min(probs) < 0:

@@ -8,11 +8,12 @@ that names the right objective when it does not.
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
-from labkit import IGNORE
-from labkit.checks import ContractError
+from labkit.contracts import IGNORE, ContractError
 from labkit.reduce import Reduced, reduce
 
 __all__ = ["single_label_ce", "soft_target_ce", "multilabel_bce", "normalise_multi_hot", "smoothed_targets",
@@ -292,8 +293,6 @@ def majority_law(q: torch.Tensor, n_annotators: int) -> torch.Tensor:
     A, K = int(n_annotators), q.shape[1]
     if A < 1:
         raise ContractError(f"n_annotators must be >= 1, got {A}")
-    import itertools
-
     counts = torch.tensor([c for c in itertools.product(range(A + 1), repeat=K) if sum(c) == A], dtype=torch.float64)
     if len(counts) > 200_000:
         raise ContractError(f"{len(counts)} vote patterns for K={K}, A={A}: too many to enumerate")
