@@ -43,7 +43,7 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index
     return flat.view(labels.shape)
 
 
-def reduce(token_losses: torch.Tensor, mask: torch.Tensor, how: str = "token_mean",
+def reduce(token_losses: torch.Tensor, mask: torch.Tensor, reduction: str = "token_mean",
            weights: torch.Tensor | None = None, denominator=None) -> Reduced:
     """Reduce [B,T] per-token losses over the supervised positions mask [B,T].
 
@@ -54,8 +54,8 @@ def reduce(token_losses: torch.Tensor, mask: torch.Tensor, how: str = "token_mea
     denominator=N: sum(w m l) / N                    a global count (gradient accumulation, ranks)
     weights: per sequence [B] or per token [B,T], default 1.
     """
-    if how not in REDUCTIONS:
-        raise ContractError(f"unknown reduction {how!r}; fix: one of {REDUCTIONS}")
+    if reduction not in REDUCTIONS:
+        raise ContractError(f"unknown reduction {reduction!r}; fix: one of {REDUCTIONS}")
     token_losses, mask = tensor(token_losses, "token_losses"), binary_mask(mask, "mask")
     if token_losses.dim() != 2 or mask.shape != token_losses.shape:
         raise ContractError(f"reduce() needs [B,T] losses and a [B,T] mask, got {tuple(token_losses.shape)} and {tuple(mask.shape)}")
@@ -84,20 +84,20 @@ def reduce(token_losses: torch.Tensor, mask: torch.Tensor, how: str = "token_mea
             raise ContractError(f"weights must be [B]={B} or [B,T]={(B, T)}, got {tuple(weights.shape)}")
     total = (w * m * token_losses).sum()
     if denominator is not None:
-        if how == "sequence_mean":
-            raise ContractError("an explicit denominator replaces the token count; it does not combine with how='sequence_mean'")
+        if reduction == "sequence_mean":
+            raise ContractError("an explicit denominator replaces the token count; it does not combine with reduction='sequence_mean'")
         value = finite(denominator, "denominator")
         if value <= 0:
             raise ContractError(f"denominator must be positive, got {value}; fix: count the target tokens of the whole "
                                 "accumulated / distributed batch (labels != -100)")
         den = torch.as_tensor(value, dtype=token_losses.dtype, device=token_losses.device)
         return Reduced(total / den, den)
-    if how == "sum":
+    if reduction == "sum":
         return Reduced(total, torch.ones((), dtype=token_losses.dtype, device=token_losses.device))
-    if how == "batch_mean":
+    if reduction == "batch_mean":
         den = torch.tensor(float(B), dtype=token_losses.dtype, device=token_losses.device)
         return Reduced(total / den, den)
-    if how == "token_mean":
+    if reduction == "token_mean":
         den = (w * m).sum()
         if float(m.sum()) == 0:
             raise ContractError("batch has no supervised target tokens (all labels are -100); token_mean would be 0/0. "
@@ -247,7 +247,7 @@ def full_logits_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels
 
 # ----------------------------------------------------------------------------- effective weights, ranks
 
-def effective_weights(mask: torch.Tensor, how: str = "token_mean", weights: torch.Tensor | None = None,
+def effective_weights(mask: torch.Tensor, reduction: str = "token_mean", weights: torch.Tensor | None = None,
                       denominator=None) -> torch.Tensor:
     """How much each token's loss counts: d reduce(l) / d l[b,t], [B,T] (0 where mask is 0).
 
@@ -259,7 +259,7 @@ def effective_weights(mask: torch.Tensor, how: str = "token_mean", weights: torc
         raise ContractError(f"effective_weights needs a [B,T] mask, got {tuple(mask.shape)}")
     losses = torch.zeros(mask.shape, dtype=torch.float64, requires_grad=True)
     w = weights.double() if weights is not None else None
-    reduce(losses, mask, how, weights=w, denominator=denominator).value.backward()
+    reduce(losses, mask, reduction, weights=w, denominator=denominator).value.backward()
     return losses.grad * mask.to(torch.float64)
 
 

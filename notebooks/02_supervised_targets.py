@@ -48,6 +48,7 @@ import torch.nn.functional as F
 import labkit
 from labkit.checks import ContractError
 from labkit.claims import check, claim, compare, ledger, summary
+from labkit.predict import ask, reveal, verdict_choices, verdict_of
 from labkit.data import AnnotatorWorld, FindingsWorld, digits_split, imbalanced_blobs, thin_classes
 from labkit.models import MLPClassifier
 from labkit.paradigms.supervised import (ce_decomposition, class_balanced_weights, class_mass_at_prior,
@@ -368,6 +369,11 @@ _ = check("02.kl_nonnegative", max(0.0, -float(dec["kl"].min())), 0, 1e-12, fmt=
 # plus smoothed ones. Each seed draws which 12 zeros are kept and the initialisation.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+rare_q = ask("02.rare_zero_count", "With only 12 zeros in training, whose predicted count of zeros is further from the truth?",
+             choices=verdict_choices(("smoothed", "hard labels")))
+
+# %%
 EPS, K, RARE, N_RARE, ALERT = 0.1, 10, 0, 12, 0.95
 ceiling = 1 - EPS + EPS / K
 check("02.smoothing_ceiling", float(smoothed_targets(yd_tr, K, EPS).max()), ceiling, 1e-6, fmt=".3f",
@@ -446,10 +452,11 @@ claim("02.ceiling_hits_frequent_digits", mean(freq_s, "alert_other"), below=0.3,
       text=f"frequent zero set, smoothed: alert rate at p >= {ALERT} on the digits 1-9 (3 seeds)",
       control="hard labels", control_value=mean(freq_h, "alert_other"))
 off_count = lambda rs: [abs(r["count_ratio"] - 1) for r in rs]  # noqa: E731
-compare("02.rare_zero_count", off_count(rare_s), off_count(rare_h), seeds=SEEDS, arms=("smoothed", "hard labels"),
+rare_rec = compare("02.rare_zero_count", off_count(rare_s), off_count(rare_h), seeds=SEEDS, arms=("smoothed", "hard labels"),
         metric="rare zero: |predicted / true count of zeros - 1| at the training mix", expect="A worse",
         higher_is_better=False, matched_on=["the same 12 kept zeros and training set (per seed)", "initialisation (per seed)",
                                             "300 full-batch AdamW steps, lr 0.01", "the same test digits"])
+reveal(rare_q, verdict_of(rare_rec))
 compare("02.frequent_zero_count", off_count(freq_s), off_count(freq_h), seeds=SEEDS, arms=("smoothed", "hard labels"),
         metric="frequent zero: |predicted / true count of zeros - 1| at the training mix", expect="no detectable difference",
         min_effect=0.05, higher_is_better=False,

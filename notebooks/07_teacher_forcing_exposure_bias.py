@@ -38,6 +38,7 @@ import torch
 
 import labkit
 from labkit.claims import check, claim, compare, summary
+from labkit.predict import ask, reveal, verdict_choices, verdict_of
 from labkit.data import RunningSumTask
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import (after_injected_slip, alpha_schedule, causal_lm_loss, compounding,
@@ -159,6 +160,11 @@ print(f"loss {history.first_last(10)[0]:.2f} -> {history.first_last(10)[1]:.2f} 
 #   own earlier counts; token *k* equals $s_k$.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+gap_q = ask("07.last_position_gap", "At the checkpoint, how much higher is teacher-forced than free-running accuracy at "
+            "position 16 (0 = no gap, 1 = all of it)?", number=(0.0, 1.0, 0.05))
+
+# %%
 def by_position(m):
     tf = teacher_forced_predictions(m, val, P)
     fr = free_running_predictions(m, val[:, :P], N, tok.pad_id)
@@ -209,8 +215,9 @@ plt.show()
 tf_last, fr_last = at_ckpt["tf"][-1].item(), at_ckpt["fr"][-1].item()
 check("07.first_position_same", at_ckpt["tf"][0].item() - at_ckpt["fr"][0].item(), 0, 0,
       text="position 1: teacher-forced minus free-running accuracy")
-claim("07.last_position_gap", tf_last - fr_last, above=0.15, control="teacher-forced accuracy at position 16",
+gap_rec = claim("07.last_position_gap", tf_last - fr_last, above=0.15, control="teacher-forced accuracy at position 16",
       control_value=tf_last, text=f"position {N}: teacher-forced minus free-running accuracy (free-running {fr_last:.2f})")
+reveal(gap_q, gap_rec["value"])
 _ = claim("07.trained_on_solves", at_end["fr"].mean().item(), above=0.95,
           text=f"after {STEPS} steps: free-running accuracy, mean over the 16 positions")
 
@@ -390,6 +397,11 @@ for name, sec in cost.items():
 # forced to be equal there, so it is printed next to the comparison) and P(error | earlier error).
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+ss_q = ask("07.ss_free_running", "Fine-tuned with scheduled sampling instead of teacher forcing, is free-running "
+           "accuracy better or worse?", choices=verdict_choices(("scheduled sampling", "teacher forcing")))
+
+# %%
 def ss_loss_for(coins):
     def loss(model, batch):
         x, y, step = batch
@@ -435,6 +447,7 @@ ss_vs_tf = compare("07.ss_free_running", [arms["scheduled sampling"][s]["fr"] fo
                    [arms["teacher forcing"][s]["fr"] for s in FT_SEEDS], seeds=FT_SEEDS,
                    arms=("scheduled sampling", "teacher forcing"), metric="free-running accuracy (mean over 16 positions)",
                    expect="A worse", matched_on=matched)
+reveal(ss_q, verdict_of(ss_vs_tf))
 _ = compare("07.ss_teacher_forced", [arms["scheduled sampling"][s]["tf"] for s in FT_SEEDS],
             [arms["teacher forcing"][s]["tf"] for s in FT_SEEDS], seeds=FT_SEEDS,
             arms=("scheduled sampling", "teacher forcing"), metric="teacher-forced accuracy (gold prefixes)",

@@ -43,6 +43,7 @@ import labkit
 from labkit import IGNORE
 from labkit.batch import collate
 from labkit.claims import check, claim, compare, summary
+from labkit.predict import ask, reveal, verdict_choices, verdict_of
 from labkit.checks import ContractError
 from labkit.data import CAT_WORLD, MarkovWorld, digits_split
 from labkit.models import MLPClassifier, TinyCausalLM
@@ -283,6 +284,11 @@ _ = check("10.batchmean_sums_tokens", round(batchmean_3d.item() / full.item(), 4
 # and is shared by the four students; the teacher is the one above.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+soft_q = ask("10.soft_vs_hard_same_50", "On the same 50 images, does a student trained on the teacher's soft targets "
+             "beat one trained on the true labels?", choices=verdict_choices(("soft targets", "true labels")))
+
+# %%
 KD_T = 4.0
 everything = torch.arange(len(y_train))
 with torch.no_grad():
@@ -334,9 +340,10 @@ def acc_of(name):
 
 # %%
 same = ["student size and initialisation", "steps, batch size and lr", "batch order (seeded)", "test set"]
-compare("10.soft_vs_hard_same_50", acc_of("soft, 50 labelled"), acc_of("hard, 50 labelled"), seeds=STUDENT_SEEDS,
+soft_rec = compare("10.soft_vs_hard_same_50", acc_of("soft, 50 labelled"), acc_of("hard, 50 labelled"), seeds=STUDENT_SEEDS,
         arms=("soft targets", "true labels"), metric="test accuracy", expect="A better",
         matched_on=same + ["the same 50 images"])
+reveal(soft_q, verdict_of(soft_rec))
 compare("10.more_images_soft", acc_of("soft, all 1200"), acc_of("soft, 50 labelled"), seeds=STUDENT_SEEDS,
         arms=("1200 images", "50 images"), metric="test accuracy", expect="A better",
         matched_on=same + ["soft targets at T = 4 from the same teacher"])

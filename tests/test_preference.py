@@ -205,7 +205,7 @@ def test_sequence_logprob_matches_an_independent_trl_style_definition():
     logits, ids, mask = _random_batch()
     got = sequence_logprob(logits, ids, mask)
     assert torch.allclose(got.double(), trl_style_logps(logits, ids, mask), atol=1e-5)
-    assert torch.allclose(sequence_logprob(logits, ids, mask, average=True).double(),
+    assert torch.allclose(sequence_logprob(logits, ids, mask, reduction="token_mean").double(),
                           trl_style_logps(logits, ids, mask) / mask.sum(-1), atol=1e-5)
 
 
@@ -401,7 +401,7 @@ def test_check_sequence_logprob_accepts_the_reference_and_names_mistakes():
         return z.log_softmax(-1)[:, :-1].gather(-1, y[:, 1:, None]).squeeze(-1)
 
     wrong = {
-        "divided by the number of response tokens": lambda z, y, m: sequence_logprob(z, y, m, average=True),
+        "divided by the number of response tokens": lambda z, y, m: sequence_logprob(z, y, m, reduction="token_mean"),
         "scored against token t": lambda z, y, m: (z.log_softmax(-1).gather(-1, y[..., None]).squeeze(-1) * m).sum(-1),
         "off by one in the mask": lambda z, y, m: (nxt(z, y) * m[:, :-1]).sum(-1),
         "prompt tokens were counted": lambda z, y, m: nxt(z, y).sum(-1),

@@ -61,13 +61,13 @@ def test_gradient_accumulation_global_denominator():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(how="median"), "unknown reduction"),
+    (dict(reduction="median"), "unknown reduction"),
     (dict(mask=torch.zeros(2, 4)), "no supervised target tokens"),
-    (dict(how="sequence_mean", mask=torch.zeros(2, 4)), "no supervised target tokens"),
+    (dict(reduction="sequence_mean", mask=torch.zeros(2, 4)), "no supervised target tokens"),
     (dict(weights=torch.ones(3)), "weights must be"),
     (dict(weights=-torch.ones(2)), "non-negative"),
     (dict(denominator=0), "positive"),
-    (dict(how="sequence_mean", denominator=3), "does not combine"),
+    (dict(reduction="sequence_mean", denominator=3), "does not combine"),
     (dict(mask=torch.ones(2, 3)), r"\[B,T\]"),
 ])
 def test_reduce_refuses_bad_input(kwargs, match):

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -17,18 +18,27 @@ def first_sentence(message: str, limit: int = 150) -> str:
     return (text[: limit - 1] + "…") if len(text) > limit else text
 
 
-def table() -> str:
+def sources() -> list:
+    """Every case file: tests/bad_inputs.py and tests/bad_inputs_<topic>.py, as imported modules (CASES, NAMESPACE)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    import bad_inputs
+    names = ["bad_inputs"] + sorted(p.stem for p in (ROOT / "tests").glob("bad_inputs_*.py"))
+    return [importlib.import_module(n) for n in names]
 
-    from labkit.checks import ContractError
+
+def all_cases() -> list[tuple[str, dict, object]]:
+    """(case, namespace, module) for every case of every case file."""
+    return [(case, mod.NAMESPACE, mod) for mod in sources() for case in mod.CASES]
+
+
+def table() -> str:
+    from labkit.contracts import ContractError
 
     rows = ["| call | refused because |", "|---|---|"]
-    for case in bad_inputs.CASES:
+    for case, namespace, mod in all_cases():
         try:
-            eval(case, dict(bad_inputs.NAMESPACE))  # noqa: S307 - our own fixed cases
+            eval(case, dict(namespace))  # noqa: S307 - our own fixed cases
         except ContractError as err:
-            files = str(getattr(bad_inputs, "FILES", "\0"))   # temporary files: show their names, not the folder
+            files = str(getattr(mod, "FILES", "\0"))   # temporary files: show their names, not the folder
             message = first_sentence(str(err).replace(files + "/", "").replace(files, "tmp")).replace("|", "\\|")
         else:
             raise SystemExit(f"{case} did not raise ContractError")

@@ -82,7 +82,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: bool = Tru
     if reduction not in REDUCTIONS:
         raise ContractError(f"unknown reduction {reduction!r}; fix: one of {REDUCTIONS}")
     losses, mask = causal_lm_token_losses(logits, labels, shift)
-    return reduce(losses, mask, how=reduction, weights=weights, denominator=denominator).value
+    return reduce(losses, mask, reduction=reduction, weights=weights, denominator=denominator).value
 
 
 def offset_accuracy(logits: torch.Tensor, ids: torch.Tensor, k: int = 1) -> float:

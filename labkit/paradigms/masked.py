@@ -341,7 +341,7 @@ def diffusion_corrupt(ids: torch.Tensor, mask_id: int, t: torch.Tensor | None = 
     return noisy, torch.where(masked, ids, torch.full_like(ids, IGNORE)), t
 
 
-def diffusion_weights(masked: torch.Tensor, t: torch.Tensor, weighting: str = "elbo") -> torch.Tensor:
+def diffusion_weights(masked: torch.Tensor, t: torch.Tensor, reduction: str = "elbo") -> torch.Tensor:
     """The weight each masked token's cross-entropy gets in the loss, [B,T] (0 where not masked);
     the loss is sum(w * ce).
 
@@ -349,19 +349,19 @@ def diffusion_weights(masked: torch.Tensor, t: torch.Tensor, weighting: str = "e
     per_sequence: 1 / (B |M_b|) (each row weighs 1/B whatever its noise level);
     elbo: 1 / (t_b B T), the continuous-time bound's 1/t, divided by all B*T tokens.
     """
-    if weighting not in DIFFUSION_WEIGHTINGS:
-        raise ContractError(f"unknown weighting {weighting!r}; fix: one of {DIFFUSION_WEIGHTINGS}")
+    if reduction not in DIFFUSION_WEIGHTINGS:
+        raise ContractError(f"unknown reduction {reduction!r}; fix: one of {DIFFUSION_WEIGHTINGS}")
     m = masked.bool().float()
     B, T = m.shape
     t = torch.as_tensor(t, dtype=torch.float32).to(m.device)
-    if weighting == "token_mean":
+    if reduction == "token_mean":
         return m / m.sum().clamp_min(1.0)
-    if weighting == "per_sequence":
+    if reduction == "per_sequence":
         return m / (B * m.sum(-1, keepdim=True).clamp_min(1.0))
     return m / (t[:, None].clamp_min(1e-6) * B * T)
 
 
-def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, weighting: str = "elbo") -> torch.Tensor:
+def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, reduction: str = "elbo") -> torch.Tensor:
     """Masked-diffusion training loss: sum over masked tokens of w * CE, w from diffusion_weights.
     logits [B,T,V], labels [B,T] (IGNORE where not masked), t [B]."""
 
@@ -369,7 +369,7 @@ def diffusion_loss(logits: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, 
     if not bool(masked.any()):
         raise ContractError("no masked token in the batch: nothing to learn; fix: larger t or longer rows")
     ce = token_cross_entropy(logits, labels)
-    return (diffusion_weights(masked, t, weighting) * ce.float()).sum()
+    return (diffusion_weights(masked, t, reduction) * ce.float()).sum()
 
 
 @torch.no_grad()

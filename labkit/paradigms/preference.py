@@ -229,17 +229,21 @@ def collate_pairs(pairs: Sequence[dict], pad_id: int) -> dict:
 
 # ----------------------------------------------------------------------------- objectives
 
+SEQUENCE_REDUCTIONS = ("sum", "token_mean")   # over one response's tokens: log pi(y|x), or its per-token mean
+
+
 def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor, response_mask: torch.Tensor,
-                     average: bool = False) -> torch.Tensor:
+                     reduction: str = "sum") -> torch.Tensor:
     """log pi(y | x) of each row's response, [B].
 
     logits [B,T,V], labels [B,T] (unshifted token ids, i.e. input_ids), response_mask [B,T] (1 on
     response tokens). Same alignment as causal_lm_loss(shift=True): logit t scores labels[t+1], so
         log pi(y|x) = sum_{t : m[t+1] = 1} log softmax(z_t)[labels[t+1]]
-    Prompt tokens never count. average=True divides by the number of response tokens |y| (a
-    per-token mean: length-normalised, a different objective than the probability of the answer).
+    Prompt tokens never count. reduction="sum" (default) is log pi(y|x); "token_mean" divides by the
+    number of response tokens |y| (length-normalised, a different objective than the answer's probability).
     """
-
+    if reduction not in SEQUENCE_REDUCTIONS:
+        raise ContractError(f"unknown reduction {reduction!r} for a sequence log-prob; fix: one of {SEQUENCE_REDUCTIONS}")
     if logits.dim() != 3 or labels.shape != logits.shape[:2] or response_mask.shape != labels.shape:
         raise ContractError(f"sequence_logprob needs logits [B,T,V], labels [B,T] and response_mask [B,T]; got "
                             f"{tuple(logits.shape)}, {tuple(labels.shape)}, {tuple(response_mask.shape)}")
@@ -258,7 +262,7 @@ def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor, response_mask: 
     targets = labels.masked_fill(~mask, IGNORE)
     losses, supervised = causal_lm_token_losses(logits, targets, shift=True)
     logp = -(losses * supervised).sum(-1)
-    return logp / n.to(logp.dtype) if average else logp
+    return logp / n.to(logp.dtype) if reduction == "token_mean" else logp
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin=0.0) -> torch.Tensor:
@@ -422,12 +426,12 @@ def rollout(model, tokenizer: WordTokenizer, prompts: Sequence[str], max_new_tok
     return batch
 
 
-def batch_logprob(model, batch: dict, average: bool = False) -> torch.Tensor:
+def batch_logprob(model, batch: dict, reduction: str = "sum") -> torch.Tensor:
     """sequence_logprob of a collated batch (input_ids, attention_mask, response_mask) under `model`, [B]."""
 
     logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
                    position_ids=position_ids_from_mask(batch["attention_mask"]))
-    return sequence_logprob(logits, batch["input_ids"], batch["response_mask"], average=average)
+    return sequence_logprob(logits, batch["input_ids"], batch["response_mask"], reduction=reduction)
 
 
 def sample_log_ratios(policy, reference, batch: dict) -> torch.Tensor:
