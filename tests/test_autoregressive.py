@@ -1,14 +1,21 @@
 """Shift conventions, the golden 5-token check, completion masks, decoding."""
+import math
+
 import pytest
 import torch
+import torch.nn as nn
 
 from labkit import IGNORE
+from labkit.batch import arange_positions, collate, pad, position_ids_from_mask
 from labkit.checks import ContractError, assert_golden_shift, golden_shift_table, trained_targets
-from labkit.models import TinyCausalLM
-from labkit.batch import collate, pad, position_ids_from_mask
-from labkit.paradigms.autoregressive import (ar_example, causal_lm_loss, completion_example, generate,
-                                             record_pairs, trained_pairs)
 from labkit.exercises.autoregressive import check_fixed_batch
+from labkit.models import HFLogits, TinyCausalLM
+from labkit.paradigms.autoregressive import (ALPHA_SHAPES, after_injected_slip, alpha_schedule, ar_example,
+                                             causal_lm_loss, completion_example, compounding, continuation_logits,
+                                             cross_document_sensitivity, decode_agreement, earlier_error,
+                                             free_running_predictions, generate, generate_cached, next_positions,
+                                             position_accuracy, record_pairs, scheduled_sampling_inputs,
+                                             scheduled_sampling_loss, teacher_forced_predictions, trained_pairs)
 
 RECORD = [1, 42, 95, 317, 18]  # <bos> the cat sat on
 
@@ -182,3 +189,283 @@ def test_check_fixed_batch_names_other_misconceptions():
         out.labels[2] = IGNORE
         return out
     assert "missing" in _message(one_record_dropped)
+
+
+class RuleModel(nn.Module):
+    """Follows the counting rule s_k = (its previous count) + a_k exactly, reading the row by
+    column (no padding); with slip=j it adds one extra at answer index j (a model that is wrong
+    exactly once per row under teacher forcing)."""
+
+    def __init__(self, task, slip=None):
+        super().__init__()
+        self.task, self.slip = task, slip
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None):
+        task = self.task
+        B, T = input_ids.shape
+        V = len(task.tokenizer)
+        logits = torch.zeros(B, T, V) + 0 * self.dummy
+        values = task.values(input_ids)
+        for t in range(T):
+            j = t + 1 - task.prompt_len              # answer index predicted by logit t
+            if not 0 <= j < task.n:
+                continue
+            prev = values[:, t] if j > 0 else torch.zeros(B, dtype=torch.long)
+            nxt = (prev.clamp_min(0) + values[:, 1 + j]) % task.modulus
+            if self.slip == j:
+                nxt = (nxt + 1) % task.modulus
+            logits[torch.arange(B), t, task.digit_ids[nxt]] = 10.0
+        return logits
+
+
+def tiny_gpt2(vocab=40):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=32, n_embd=16, n_layer=1, n_head=2,
+                                      initializer_range=0.05, bos_token_id=1, eos_token_id=2, pad_token_id=0)).eval()
+
+
+def tiny(vocab=40, **kw):
+    torch.manual_seed(0)
+    return TinyCausalLM(vocab, d_model=16, n_layers=2, n_heads=2, max_len=32, **kw).eval()
+
+
+PROMPTS = [[1, 5, 6, 7, 8, 9], [1, 10, 11], [1], [1, 12, 13, 14]]
+
+
+def test_decode_agreement_mask_vs_arange():
+    model = tiny()
+    good = decode_agreement(model, PROMPTS, 5, pad_id=0, positions="mask")
+    assert good["mismatch"] == [] and good["max_logit_diff"] < 1e-5 and good["batched"] == good["alone"]
+    bad = decode_agreement(model, PROMPTS, 5, pad_id=0, positions="arange")
+    assert bad["max_logit_diff"] > 1e-2
+    assert 0 not in bad["mismatch"], "the longest prompt has no padding: its positions are right either way"
+
+
+def test_continuation_logits_equal_stepwise_decoding():
+    model = tiny()
+    new = generate(model, PROMPTS, 4, pad_id=0)
+    logits = continuation_logits(model, PROMPTS, new, pad_id=0)
+    assert logits.shape == (len(PROMPTS), 4, 40)
+    assert logits.argmax(-1).tolist() == new     # greedy: each step's argmax is the token generated
+    with pytest.raises(ContractError, match="share one length"):
+        continuation_logits(model, PROMPTS[:2], [[1], [1, 2]], pad_id=0)
+    with pytest.raises(ContractError, match="continuations"):
+        continuation_logits(model, PROMPTS, new[:1], pad_id=0)
+
+
+def test_kv_cache_prefill_equals_forward():
+    model = tiny()
+    ids, mask = pad(PROMPTS, 0, side="left")
+    pos = position_ids_from_mask(mask)
+    logits, past = model.forward_cached(ids, mask, pos)
+    assert torch.allclose(logits, model(ids, attention_mask=mask, position_ids=pos), atol=1e-5)
+    assert len(past) == 2 and past[0][0].shape == (4, 2, ids.shape[1], 8)
+
+
+def test_kv_cache_positions_own_vs_padded():
+    model = tiny()
+    full = generate(model, PROMPTS, 6, pad_id=0)
+    own = generate_cached(model, PROMPTS, 6, pad_id=0, next_position="own")
+    assert own["tokens"] == full
+    assert torch.allclose(own["logits"], continuation_logits(model, PROMPTS, own["tokens"], 0), atol=1e-5)
+    padded = generate_cached(model, PROMPTS, 6, pad_id=0, next_position="padded")
+    ref = continuation_logits(model, PROMPTS, padded["tokens"], 0)
+    assert (padded["logits"] - ref).abs().amax((1, 2))[1:].min() > 1e-3, "every padded row continues at the wrong position"
+    assert torch.allclose(padded["logits"][0], ref[0], atol=1e-5), "the longest row is unaffected"
+    with pytest.raises(ContractError, match="next_position"):
+        generate_cached(model, PROMPTS, 2, 0, next_position="column")
+
+
+def test_forward_cached_refuses_bad_input():
+    model = tiny()
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ContractError, match="position_ids"):
+        model.forward_cached(ids, torch.ones(1, 3), None)
+    with pytest.raises(ContractError, match="P\\+S"):
+        model.forward_cached(ids, torch.ones(1, 2), torch.arange(3)[None])
+    with pytest.raises(ContractError, match="window"):
+        tiny(window=2).forward_cached(ids, torch.ones(1, 3), torch.arange(3)[None])
+    _, past = model.forward_cached(ids, torch.ones(1, 3), torch.arange(3)[None])
+    with pytest.raises(ContractError, match="layers"):
+        model.forward_cached(ids[:, :1], torch.ones(1, 4), torch.tensor([[3]]), past[:1])
+
+
+def test_next_positions():
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert next_positions(mask).tolist() == [2, 4]
+    with pytest.raises(ContractError, match=r"\[B,T\]"):
+        next_positions(torch.ones(1, 2, 2))
+
+
+def test_gpt2_generate_uses_mask_positions_and_plain_forward_does_not():
+    """Cross-check: labkit's greedy loop with mask positions == transformers generate(); arange == plain forward."""
+    gpt2 = tiny_gpt2()
+    ids, mask = pad(PROMPTS, 0, side="left")
+    theirs = gpt2.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
+                           pad_token_id=0)[:, ids.shape[1]:].tolist()
+    assert generate(HFLogits(gpt2), PROMPTS, 5, pad_id=0, positions="mask") == theirs
+    with torch.no_grad():
+        plain = gpt2(input_ids=ids, attention_mask=mask).logits
+        arange = HFLogits(gpt2)(ids, attention_mask=mask, position_ids=arange_positions(ids))
+    assert torch.allclose(plain, arange, atol=1e-6), "a plain forward numbers the columns"
+    bad = decode_agreement(HFLogits(gpt2), PROMPTS, 5, pad_id=0, positions="arange")
+    assert bad["max_logit_diff"] > 1e-2
+    with pytest.raises(ContractError, match="padding mask"):
+        HFLogits(gpt2)(ids, attention_mask=torch.ones(4, 6, 6))
+
+
+def test_cross_document_sensitivity_is_exactly_zero_only_with_block_mask_and_restart():
+    model = tiny()
+    a, a2, a_long, b = [1, 5, 6, 2], [1, 7, 8, 2], [1, 5, 6, 7, 8, 2], [1, 9, 10, 11, 2]
+    assert cross_document_sensitivity(model, a, a2, b) == 0.0
+    assert cross_document_sensitivity(model, a, a_long, b) < 1e-5
+    assert cross_document_sensitivity(model, a, a2, b, block_diagonal=False) > 1e-3
+    assert cross_document_sensitivity(model, a, a_long, b, restart_positions=False) > 1e-3
+
+
+def test_exposure_bias_in_miniature(task, digits):
+    """A model wrong at exactly one answer index under gold prefixes: teacher forcing sees one bad
+    position; free running, which reads its own slip, is wrong from there on."""
+    x = task.sample(64, torch.Generator().manual_seed(2))
+    P, gold = task.prompt_len, x[:, task.prompt_len:]
+    perfect, slipping = RuleModel(task), RuleModel(task, slip=2)
+    assert position_accuracy(teacher_forced_predictions(perfect, x, P), gold).eq(1).all()
+    assert position_accuracy(free_running_predictions(perfect, x[:, :P], task.n, digits.pad_id), gold).eq(1).all()
+    tf = position_accuracy(teacher_forced_predictions(slipping, x, P), gold)
+    fr_tokens = free_running_predictions(slipping, x[:, :P], task.n, digits.pad_id)
+    fr = position_accuracy(fr_tokens, gold)
+    assert tf.tolist() == [1, 1, 0, 1, 1, 1]
+    assert fr.tolist() == [1, 1, 0, 0, 0, 0]
+    c = compounding(task.errors(x, fr_tokens))
+    assert c["after_error"] == 1.0 and c["clean"] == pytest.approx(1 / 3)
+    assert not task.local_errors(x, fr_tokens)[:, 3:].any()    # derailed, not confused
+
+
+def test_prediction_helpers_refuse_bad_shapes(task):
+    m = RuleModel(task)
+    x = task.sample(2)
+    with pytest.raises(ContractError, match="start"):
+        teacher_forced_predictions(m, x, 0)
+    with pytest.raises(ContractError, match="prompts"):
+        free_running_predictions(m, x[0], 3, 0)
+    with pytest.raises(ContractError, match="one shape"):
+        position_accuracy(x[:, :2], x[:, :3])
+
+
+def test_compounding_and_earlier_error():
+    e = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    assert earlier_error(e).tolist() == [[False, False, True, True], [False] * 4, [False, True, True, True]]
+    c = compounding(e)
+    # after an error: row0 t2,t3 (1 of 2 wrong), row2 t1..t3 (2 of 3 wrong) -> 3/5
+    assert c["n_after_error"] == 5 and c["after_error"] == pytest.approx(3 / 5)
+    assert c["n_clean"] == 7 and c["clean"] == pytest.approx(2 / 7)
+    assert math.isnan(compounding(torch.zeros(2, 3, dtype=torch.bool))["after_error"])   # no error, no condition
+    with pytest.raises(ContractError):
+        compounding(torch.zeros(3, dtype=torch.bool))
+
+
+def test_after_injected_slip_plants_one_wrong_token_and_reads_the_next(task):
+    """The exact rule model continues from the planted count every time and never recovers."""
+    x = task.sample(200, torch.Generator().manual_seed(4))
+    P = task.prompt_len
+    out = after_injected_slip(RuleModel(task), x, P, task.digit_ids, torch.Generator().manual_seed(0))
+    rows, k = torch.arange(len(x)), out["k"]
+    changed = out["slipped"].ne(x)
+    assert changed.sum(1).eq(1).all() and changed[rows, k].all()           # exactly one token, at k
+    assert k.min() >= P and k.max() <= x.shape[1] - 2 and len(set(k.tolist())) > 1
+    assert torch.isin(out["slipped"][rows, k], task.digit_ids).all()
+    continued = task.digit_ids[(task.values(out["slipped"][rows, k]) + task.values(x[rows, k - P + 2])) % 10]
+    assert torch.equal(out["next"], continued) and not out["next"].eq(x[rows, k + 1]).any()
+    again = after_injected_slip(RuleModel(task), x, P, task.digit_ids, torch.Generator().manual_seed(0))
+    assert torch.equal(again["slipped"], out["slipped"])                  # the generator fixes the draw
+
+
+def test_after_injected_slip_refuses_bad_input(task):
+    x = task.sample(4, torch.Generator().manual_seed(5))
+    with pytest.raises(ContractError, match="start"):
+        after_injected_slip(RuleModel(task), x, x.shape[1] - 1, task.digit_ids)
+    with pytest.raises(ContractError, match="candidates"):
+        after_injected_slip(RuleModel(task), x, task.prompt_len, task.digit_ids[:3])
+    with pytest.raises(ContractError, match="at least 2"):
+        after_injected_slip(RuleModel(task), x, task.prompt_len, task.digit_ids[:1])
+
+
+def test_fit_callback_sees_every_step_and_changes_nothing(task):
+    """fit(callback=...) is called after each update with (step, model, loss) and leaves training as it was."""
+    from labkit.models import TinyCausalLM
+    from labkit.train import fit
+
+    data = [task.sample(8, torch.Generator().manual_seed(i)) for i in range(3)]
+
+    def run(callback=None):
+        torch.manual_seed(0)
+        lm = TinyCausalLM(len(task.tokenizer), d_model=16, n_layers=1, n_heads=2, max_len=task.length)
+        hist = fit(lm, data, lambda m, x: causal_lm_loss(m(x), task.labels(x)), steps=5, lr=1e-2, device="cpu",
+                   progress=False, callback=callback)
+        return lm, hist
+
+    seen = []
+    lm_cb, hist_cb = run(lambda step, m, loss: seen.append((step, m.training, loss)))
+    lm_plain, hist_plain = run()
+    assert [s for s, _, _ in seen] == list(range(5)) and all(training for _, training, _ in seen)
+    assert [l for _, _, l in seen] == hist_cb.loss == hist_plain.loss
+    assert all(torch.equal(a, b) for a, b in zip(lm_cb.state_dict().values(), lm_plain.state_dict().values()))
+
+
+@pytest.mark.parametrize("shape", ALPHA_SHAPES)
+def test_alpha_schedules(shape):
+    alphas = [alpha_schedule(s, 100, shape, 0.4) for s in range(0, 101, 10)]
+    assert alphas == sorted(alphas, reverse=True) and all(0.4 - 1e-9 <= a <= 1 for a in alphas)
+    assert alphas[-1] == pytest.approx(0.4)
+    assert alphas[0] == pytest.approx(0.4 if shape == "constant" else 1.0)
+
+
+def test_alpha_schedule_refuses_bad_input():
+    with pytest.raises(ContractError, match="shape"):
+        alpha_schedule(0, 10, "cosine")
+    with pytest.raises(ContractError, match="probability"):
+        alpha_schedule(0, 10, "linear", 1.5)
+    with pytest.raises(ContractError, match="total_steps"):
+        alpha_schedule(0, 0)
+
+
+def test_scheduled_sampling_inputs_contract():
+    g = torch.Generator().manual_seed(0)
+    gold = torch.randint(10, 20, (300, 10), generator=g)
+    preds = torch.randint(30, 40, (300, 10), generator=g)
+    same, replaced = scheduled_sampling_inputs(gold, preds, 1.0, 4)
+    assert torch.equal(same, gold) and not replaced.any()
+    allm, replaced = scheduled_sampling_inputs(gold, preds, 0.0, 4)
+    assert torch.equal(allm[:, :4], gold[:, :4]) and torch.equal(allm[:, 4:], preds[:, 3:-1])
+    assert replaced[:, 4:].all() and not replaced[:, :4].any()
+    half, replaced = scheduled_sampling_inputs(gold, preds, 0.7, 4, torch.Generator().manual_seed(1))
+    assert abs(replaced[:, 4:].float().mean().item() - 0.3) < 0.03
+    with pytest.raises(ContractError, match="alpha"):
+        scheduled_sampling_inputs(gold, preds, 1.2, 4)
+    with pytest.raises(ContractError, match="start"):
+        scheduled_sampling_inputs(gold, preds, 0.5, 0)
+
+
+def test_scheduled_sampling_loss_modes(task):
+    x = task.sample(8, torch.Generator().manual_seed(3))
+    y = task.labels(x)
+    torch.manual_seed(0)
+    from labkit.models import TinyCausalLM
+
+    lm = TinyCausalLM(len(task.tokenizer), d_model=16, n_layers=1, n_heads=2, max_len=task.length)
+    loss, mixed = scheduled_sampling_loss(lm, x, y, 1.0, task.prompt_len)
+    assert torch.equal(mixed, x) and torch.allclose(loss, causal_lm_loss(lm(x), y))
+    calls = {"n": 0}
+    lm.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    for mode, want in [("parallel", 2), ("sequential", 1 + task.n)]:
+        calls["n"] = 0
+        _, mixed = scheduled_sampling_loss(lm, x, y, 0.0, task.prompt_len, torch.Generator().manual_seed(0), mode=mode)
+        assert calls["n"] == want and torch.equal(mixed[:, :task.prompt_len], x[:, :task.prompt_len])
+    # an exact model proposes the gold tokens: even alpha = 0 reproduces the gold prefix
+    _, mixed = scheduled_sampling_loss(RuleModel(task), x, y, 0.0, task.prompt_len, temperature=0.0)
+    assert torch.equal(mixed, x)
+    with pytest.raises(ContractError, match="mode"):
+        scheduled_sampling_loss(lm, x, y, 0.5, task.prompt_len, mode="both")

@@ -20,7 +20,6 @@ from labkit.paradigms.contrastive import (CONTRASTIVE_VARIANTS, GATHER_DESIGNS, 
                                           hard_negative_share, info_nce, info_nce_from_logits, key_push_balance,
                                           logit_gradient, mean_cosine, pair_batches, repulsive_share,
                                           same_class_mask, similarity_logits, single_process_grad, supcon_loss)
-from labkit.exercises.contrastive import check_false_negative_mask, check_info_nce
 from labkit.widgets import ContrastiveTemperaturePanel, render_contrastive_temperature
 
 
@@ -322,34 +321,6 @@ def test_gradient_agreement_and_single_process_grad_contracts():
 
 
 # ----------------------------------------------------------------------------- exercise checks
-
-def good_info_nce(q, k, tau):
-    return F.cross_entropy(F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T / tau, torch.arange(len(q)))
-
-
-@pytest.mark.parametrize("wrong,message", [
-    (lambda q, k, tau: F.cross_entropy(F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T, torch.arange(len(q))), "temperature"),
-    (lambda q, k, tau: F.cross_entropy(q @ k.T / tau, torch.arange(len(q))), "normalise"),
-    (lambda q, k, tau: F.cross_entropy(F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T / tau, torch.arange(len(q)), reduction="sum"), "summed"),
-    (lambda q, k, tau: F.cross_entropy(F.normalize(k, dim=-1) @ F.normalize(q, dim=-1).T / tau, torch.arange(len(q))), "ROW"),
-    (lambda q, k, tau: F.cross_entropy(F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T / tau, torch.zeros(len(q), dtype=torch.long)), "diagonal"),
-    (lambda q, k, tau: info_nce(q, k, tau, symmetric=True), "symmetric"),
-    (lambda q, k, tau: torch.ones(len(q)), "scalar"),
-])
-def test_check_info_nce_names_the_misconception(wrong, message):
-    check_info_nce(good_info_nce)
-    with pytest.raises(AssertionError, match=message):
-        check_info_nce(wrong)
-
-
-def test_check_false_negative_mask_names_the_misconception():
-    check_false_negative_mask(lambda y: y[:, None].eq(y[None]) & ~torch.eye(len(y), dtype=torch.bool))
-    with pytest.raises(AssertionError, match="diagonal"):
-        check_false_negative_mask(lambda y: y[:, None].eq(y[None]))
-    with pytest.raises(AssertionError, match="true negatives"):
-        check_false_negative_mask(lambda y: y[:, None].ne(y[None]))
-    with pytest.raises(AssertionError, match="bool"):
-        check_false_negative_mask(lambda y: (y[:, None].eq(y[None]) & ~torch.eye(len(y), dtype=torch.bool)).long())
 
 
 # ----------------------------------------------------------------------------- temperature panel

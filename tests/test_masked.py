@@ -15,7 +15,6 @@ from labkit.paradigms.masked import (bert_mask, corruption_stats, delete_tokens,
                                      diffusion_weights, masked_lm_loss, random_other_tokens, sentinel_tokenizer,
                                      span_corrupt, span_noise_mask, span_reconstruct, token_accuracy,
                                      unmask_sample)
-from labkit.exercises.masked import check_bert_mask, check_diffusion_loss
 
 SPECIALS = (0, 1, 2, 3)
 MASK = 3
@@ -258,7 +257,7 @@ def test_diffusion_weights_rows_and_loss():
         assert diffusion_loss(logits, labels, t, w).item() == pytest.approx((weights * ce).sum().item(), rel=1e-5)
     with pytest.raises(ContractError, match="no masked"):
         diffusion_loss(logits, torch.full((B, T), IGNORE), t)
-    with pytest.raises(ContractError, match="weighting"):
+    with pytest.raises(ContractError, match="unknown reduction"):
         diffusion_weights(masked, t, "sum")
 
 
@@ -334,62 +333,6 @@ def test_posterior_fill_probs_windows_and_logprob(tok):
 
 
 # ----------------------------------------------------------------------------- exercise checks
-
-def _reference_bert(ids, mask_id, vocab_size, special_ids, g):
-    return bert_mask(ids, mask_id, vocab_size, special_ids=special_ids, generator=g)
-
-
-def test_check_bert_mask_accepts_and_names_misconceptions():
-    check_bert_mask(_reference_bert)
-
-    def all_labels(ids, m, v, s, g):
-        x, _ = bert_mask(ids, m, v, special_ids=s, generator=g)
-        return x, ids.clone()
-
-    def only_mask(ids, m, v, s, g):
-        return bert_mask(ids, m, v, mask_frac=1.0, random_frac=0.0, special_ids=s, generator=g)
-
-    def specials_too(ids, m, v, s, g):
-        return bert_mask(ids, m, v, special_ids=(), generator=g)
-
-    def corrupted_labels(ids, m, v, s, g):
-        x, y = bert_mask(ids, m, v, special_ids=s, generator=g)
-        return x, torch.where(y.ne(IGNORE), x, y)
-
-    def split_everything(ids, m, v, s, g):
-        x, y = bert_mask(ids, m, v, special_ids=s, generator=g)
-        u = torch.rand(ids.shape, generator=g)
-        special = torch.isin(ids, torch.tensor(s))
-        x = torch.where((u < 0.05) & ~special, torch.full_like(ids, m), x)     # extra masking outside the chosen set
-        return x, y
-
-    with pytest.raises(AssertionError, match="only the chosen 15%"):
-        check_bert_mask(all_labels)
-    with pytest.raises(AssertionError, match="every chosen token became"):
-        check_bert_mask(only_mask)
-    with pytest.raises(AssertionError, match="special tokens"):
-        check_bert_mask(specials_too)
-    with pytest.raises(AssertionError, match="clean token"):
-        check_bert_mask(corrupted_labels)
-    with pytest.raises(AssertionError, match="changed although their label is -100"):
-        check_bert_mask(split_everything)
-
-
-def test_check_diffusion_loss_accepts_and_names_misconceptions():
-    def elbo(ce, m, t):
-        return (ce * m / t[:, None]).sum() / ce.numel()
-
-    check_diffusion_loss(elbo)
-    with pytest.raises(AssertionError, match=r"\|M_t\|-normalised"):
-        check_diffusion_loss(lambda ce, m, t: ((ce * m).sum(1) / m.sum(1)).mean())
-    with pytest.raises(AssertionError, match="1/t weight is missing"):
-        check_diffusion_loss(lambda ce, m, t: (ce * m).sum() / ce.numel())
-    with pytest.raises(AssertionError, match="not by the number of masked"):
-        check_diffusion_loss(lambda ce, m, t: (ce * m / t[:, None]).sum() / m.sum())
-    with pytest.raises(AssertionError, match="unmasked tokens were counted"):
-        check_diffusion_loss(lambda ce, m, t: (ce / t[:, None]).sum() / ce.numel())
-    with pytest.raises(AssertionError, match="by t"):
-        check_diffusion_loss(lambda ce, m, t: (ce * m).sum() / m.sum())
 
 
 # ----------------------------------------------------------------------------- the mask-ratio panel

@@ -7,7 +7,6 @@ import torch
 from labkit.checks import ContractError
 from labkit.paradigms.mixture import (MixtureConfig, MixtureSampler, assert_mixture_proportions,
                                       chi_square_critical, chi_square_test, expected_epochs, mixture_weights)
-from labkit.exercises.mixture import check_expected_epochs, check_mixture_weights
 from labkit.widgets import MixturePanel, render_mixture
 
 SIZES = [2_000_000, 400_000, 100_000, 10_000]
@@ -104,34 +103,6 @@ def test_chi_square_matches_scipy_and_catches_a_size_proportional_loader():
     assert chi_square_test([5, 1], [1.0, 0.0])[2] == 0.0
     with pytest.raises(ContractError, match="shape"):
         chi_square_test([1, 2, 3], [0.5, 0.5])
-
-
-def test_check_mixture_weights_names_mistakes():
-    check_mixture_weights(lambda n, g: mixture_weights(n, g))
-    t = lambda n: torch.tensor(n, dtype=torch.float64)  # noqa: E731
-    wrong = {
-        "divide n\\^gamma by its sum": lambda n, g: t(n) ** g,
-        "1/gamma": lambda n, g: t(n) ** (1 / g) / (t(n) ** (1 / g)).sum() if g > 0 else torch.full((len(n),), 1 / len(n)),
-        "size proportions": lambda n, g: t(n) / t(n).sum(),
-        "uniform weights": lambda n, g: torch.full((len(n),), 1 / len(n)),
-        "one weight per source": lambda n, g: mixture_weights(n, g)[:-1],
-    }
-    for message, fn in wrong.items():
-        with pytest.raises(AssertionError, match=message):
-            check_mixture_weights(fn)
-
-
-def test_check_expected_epochs_names_mistakes():
-    check_expected_epochs(lambda n, w, S: expected_epochs(n, w, S))
-    t = lambda n: torch.tensor(n, dtype=torch.float64)  # noqa: E731
-    wrong = {
-        "divide it by the source's size": lambda n, w, S: w * S,
-        "forgot the budget": lambda n, w, S: w / t(n),
-        "upside down": lambda n, w, S: t(n) / (w * S),
-    }
-    for message, fn in wrong.items():
-        with pytest.raises(AssertionError, match=message):
-            check_expected_epochs(fn)
 
 
 def test_render_mixture_is_pure_and_fast():

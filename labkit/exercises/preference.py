@@ -40,7 +40,7 @@ def check_sequence_logprob(fn: Callable, seed: int = 0) -> None:
     m = mask.float()
     wrong = [
         (want / m.sum(-1), "you divided by the number of response tokens: log pi(y|x) is the SUM of the token "
-                           "log-probs (the per-token mean, reduction="token_mean", is a different, length-normalised objective)"),
+                           "log-probs (the per-token mean, reduction='token_mean', is a different, length-normalised objective)"),
         ((same * m).sum(-1), "logit t was scored against token t, which it has already read: in a causal LM logit t "
                              "predicts token t+1 (shift once, as causal_lm_loss(shift=True) does)"),
         ((nxt * m[:, :-1]).sum(-1), "off by one in the mask: you kept logit t where response_mask[t] = 1, but logit t "

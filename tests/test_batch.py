@@ -5,7 +5,9 @@ import torch
 import labkit
 from labkit import IGNORE
 from labkit.batch import Batch, collate, pack, pad, position_ids_from_mask, unpack
-from labkit.checks import ContractError
+from labkit.checks import ContractError, audit
+from labkit.data import load_instructions
+from labkit.paradigms.autoregressive import completion_example
 
 
 def test_seed_everything_env_overrides(monkeypatch):
@@ -136,3 +138,33 @@ def test_pack_refuses_bad_input():
         pack([{"input_ids": []}], max_len=2)
     with pytest.raises(ContractError, match="no examples"):
         pack([], max_len=2)
+
+
+def test_pack_matches_flattening_collator_on_sft_examples(tok):
+    """Cross-check with completion labels: pack() == DataCollatorWithFlattening (labels and positions)."""
+    from transformers import DataCollatorWithFlattening
+
+    records = load_instructions()[:3]
+    examples = []
+    for r in records:
+        ids, amask = tok.encode_chat(r["messages"])
+        start = amask.index(1)
+        ex = completion_example(ids[:start], ids[start:])
+        examples.append({"input_ids": ex["input_ids"], "labels": ex["labels"]})
+    total = sum(len(e["input_ids"]) for e in examples)
+    ours, theirs = pack(examples, max_len=total), DataCollatorWithFlattening()(examples)
+    assert torch.equal(ours.input_ids, theirs["input_ids"]) and torch.equal(ours.labels, theirs["labels"])
+    assert torch.equal(ours.position_ids, theirs["position_ids"])
+
+
+def test_pad_equals_eos_collator_hides_eos(tok):
+    """transformers' CLM collator with pad == eos: audit() reports eos_label_masked; masking by position does not."""
+    from transformers import DataCollatorForLanguageModeling
+
+    hf = tok.to_hf()
+    hf.pad_token = hf.eos_token
+    rows = [tok.encode_chat(r["messages"])[0] for r in load_instructions()[:4]]
+    out = DataCollatorForLanguageModeling(hf, mlm=False)([{"input_ids": r} for r in rows])
+    assert "eos_label_masked" in [f.code for f in audit(dict(out), pad_id=hf.pad_token_id, eos_id=tok.eos_id)]
+    fixed = collate([{"input_ids": r} for r in rows], pad_id=tok.eos_id)
+    assert audit(fixed, pad_id=tok.eos_id, eos_id=tok.eos_id) == []
