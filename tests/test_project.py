@@ -123,3 +123,11 @@ def test_nbval_waits_patiently_for_outputs():
     cell = Cell()
     conftest.pytest_itemcollected(cell)
     assert cell.output_timeout >= 60
+
+
+def test_every_labkit_package_ships_in_the_wheel():
+    """A subpackage missing from pyproject's explicit list would be absent from a non-editable install."""
+    tomllib = pytest.importorskip("tomllib")   # Python >= 3.11
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "labkit").rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
