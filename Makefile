@@ -10,7 +10,7 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 
             TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 JUPYTER_PLATFORM_DIRS=1 \
             PYDEVD_DISABLE_FILE_VALIDATION=1
 
-.PHONY: help setup lab test test-unit test-notebooks test-seeds notebooks bench book assignments clean
+.PHONY: help setup lab test test-unit test-notebooks test-seeds notebooks bench book assignments clean panel-data
 
 help:
 	@echo "make lab    start JupyterLab on 127.0.0.1:$(PORT) (PORT=... to change)"
@@ -55,6 +55,9 @@ book: setup
 
 assignments: setup
 	$(PY) -m labkit.assignments build --out $(or $(OUT),build/student)
+
+panel-data: setup
+	$(TEST_ENV) LABKIT_DEVICE=cpu $(PY) tools/panel_data.py $(PANELS)
 
 clean:
 	rm -rf .pytest_cache .hypothesis artifacts

@@ -263,10 +263,10 @@ def effective_weights(mask: torch.Tensor, reduction: str = "token_mean", weights
     return losses.grad * mask.to(torch.float64)
 
 
-DP_MODES = ("local_mean", "global_count")
+DP_REDUCTIONS = ("local_mean", "global_count")
 
 
-def rank_loss(token_losses: torch.Tensor, mask: torch.Tensor, mode: str = "global_count",
+def rank_loss(token_losses: torch.Tensor, mask: torch.Tensor, reduction: str = "global_count",
               global_count=None, world_size: int = 1) -> Reduced:
     """The loss one data-parallel rank backpropagates, for [B,T] losses and mask of its shard.
 
@@ -275,14 +275,14 @@ def rank_loss(token_losses: torch.Tensor, mask: torch.Tensor, mode: str = "globa
     global_count: loss_r = R S_r / N, N = sum_r n_r -> sum_r S_r / N     (the global token mean)
     global_count needs N, all-reduced over ranks (labkit.dist.all_reduce_sum) before the loss.
     """
-    if mode not in DP_MODES:
-        raise ContractError(f"unknown data-parallel mode {mode!r}; fix: one of {DP_MODES}")
+    if reduction not in DP_REDUCTIONS:
+        raise ContractError(f"unknown data-parallel reduction {reduction!r}; fix: one of {DP_REDUCTIONS}")
     if world_size < 1:
         raise ContractError(f"world_size must be >= 1, got {world_size}")
-    if mode == "local_mean":
+    if reduction == "local_mean":
         return reduce(token_losses, mask, "token_mean")
     if global_count is None:
-        raise ContractError("global_count mode needs the target count of ALL ranks; fix: all-reduce (sum) the local "
+        raise ContractError("global_count reduction needs the target count of ALL ranks; fix: all-reduce (sum) the local "
                             "counts first, e.g. labkit.dist.all_reduce_sum(mask.sum())")
     summed = reduce(token_losses, mask, "sum").value
     den = torch.as_tensor(global_count, dtype=summed.dtype, device=summed.device) / world_size
@@ -291,7 +291,7 @@ def rank_loss(token_losses: torch.Tensor, mask: torch.Tensor, mode: str = "globa
     return Reduced(summed / den, den)
 
 
-def simulate_ranks(token_losses: list, masks: list, mode: str = "global_count") -> dict:
+def simulate_ranks(token_losses: list, masks: list, reduction: str = "global_count") -> dict:
     """Data-parallel ranks simulated in one process: shard r has losses [B_r,T_r] and mask [B_r,T_r].
 
     Returns {"losses": per-rank losses (what each rank backpropagates), "objective": their mean
@@ -303,7 +303,7 @@ def simulate_ranks(token_losses: list, masks: list, mode: str = "global_count") 
     R = len(token_losses)
     counts = [int(m.sum()) for m in masks]
     N = sum(counts)
-    losses = [rank_loss(l, m, mode, global_count=N, world_size=R).value for l, m in zip(token_losses, masks)]
+    losses = [rank_loss(l, m, reduction, global_count=N, world_size=R).value for l, m in zip(token_losses, masks)]
     return {"losses": losses, "objective": torch.stack(losses).mean(), "counts": counts, "global_count": N,
             "sums": [reduce(l, m, "sum").value for l, m in zip(token_losses, masks)]}
 

@@ -1,6 +1,7 @@
 """One small training loop for every notebook: fit() with a history, seeding and device choice."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -61,8 +62,10 @@ def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, los
         get = lambda i: source[i % len(source)]  # noqa: E731
     hist = History(device=str(dev))
     start = time.perf_counter()
-    # an explicit disable= would override TQDM_DISABLE=1 (set under test), so pass it only to turn bars off
-    bar = tqdm(range(steps), desc=desc, leave=False, **({} if progress else {"disable": True}))
+    # tqdm.notebook ignores TQDM_DISABLE, and a bar left in a saved notebook would show frozen at 0%:
+    # honour the variable here (it is set under test and when notebooks are executed for the repository)
+    off = not progress or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    bar = tqdm(range(steps), desc=desc, leave=False, **({"disable": True} if off else {}))
     for step in bar:
         batch = _to(get(step), dev)
         loss = loss_fn(model, batch)

@@ -1,9 +1,14 @@
 """End to end in a real browser: JupyterLab on 127.0.0.1 + Debian's Chromium driven by Playwright.
 
-For every notebook with a widget panel: open it, run all cells, change every control of every
-panel, assert the panel's output changed, save screenshots under artifacts/browser/.
-Skips (saying why) where chromium is absent; LABKIT_REQUIRE_BROWSER=1 turns that into a failure.
-The notebooks are served from a temporary copy, so autosave never touches the committed files.
+The browser tests what only a browser can: that each panel renders as a live widget and that every
+control redraws it. A panel needs nothing from its notebook's training runs, so instead of
+re-running whole notebooks (minutes; nbval already executes them) the test writes ONE small
+notebook, one cell per panel of labkit.widgets (every panel the lab's notebooks show) plus a
+prediction widget (labkit.predict), opens it once, runs it, then per panel changes every control and
+asserts the panel's output changed; it clicks "train this state now" on the shift panel (a live
+tiny-model run, its progress bar must finish) and commits a prediction. Screenshots go to
+artifacts/browser/. Skips (saying why) where chromium is absent; LABKIT_REQUIRE_BROWSER=1 turns
+that into a failure. Everything is served from a temporary folder.
 """
 from __future__ import annotations
 
@@ -32,14 +37,51 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-d
 PANEL_CALL = re.compile(r"\b\w+_panel\(|\b\w+Panel\(")
 
 
-def panel_notebooks() -> list[str]:
-    """Notebooks with a widget cell: a NBVAL_IGNORE_OUTPUT cell that builds a panel."""
-    names = []
-    for py in sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.py")):
-        cells = py.read_text().split("# %%")
-        if any("NBVAL_IGNORE_OUTPUT" in c and PANEL_CALL.search(c) for c in cells):
-            names.append(py.with_suffix(".ipynb").name)
-    return names
+# one cell per panel: (name, the code of the cell). Every panel class of labkit.widgets appears
+# (test_every_panel_is_covered), with the arguments the notebooks use where they need none of their data.
+PANEL_CELLS = [
+    ("shift", "from labkit.widgets import ShiftPanel\nShiftPanel().ui()"),
+    ("temperature", "from labkit.widgets import TemperaturePanel\nTemperaturePanel().ui()"),
+    ("padding", "from labkit.widgets import PaddingPanel\nPaddingPanel().ui()"),
+    ("reduction", "from labkit.widgets import ReductionPanel\nReductionPanel().ui()"),
+    ("mask_ratio", "from labkit.widgets import MaskRatioPanel\nMaskRatioPanel(ratio=0.3).ui()"),
+    ("scheduled_sampling", "from labkit.widgets import ScheduledSamplingPanel\nScheduledSamplingPanel().ui()"),
+    ("contrastive_temperature", "from labkit.widgets import ContrastiveTemperaturePanel\nContrastiveTemperaturePanel().ui()"),
+    ("soft_targets", "import torch\nfrom labkit.widgets import SoftTargetPanel\n"
+                     "SoftTargetPanel(torch.randn(5, 10, generator=torch.Generator().manual_seed(0)), labels=[0, 1, 2, 3, 4]).ui()"),
+    ("mixture", "from labkit.widgets import MixturePanel\nMixturePanel().ui()"),
+    ("dpo_weights", "from labkit.widgets import DPOWeightsPanel\nDPOWeightsPanel().ui()"),
+]
+PREDICT_CELL = ("from labkit.predict import ask\n"
+                "q = ask('00.browser', 'Which side?', choices=['left', 'right'])")
+PANEL_CALL = re.compile(r"\b(\w+Panel)\(")
+
+
+def panel_notebook(path: Path) -> Path:
+    """Write the test notebook: the prediction widget first, then one cell per panel."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(PREDICT_CELL)] + [nbformat.v4.new_code_cell(code) for _, code in PANEL_CELLS]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_every_panel_is_covered():
+    """Every panel class of labkit.widgets, and every labkit panel a notebook builds, has a cell here."""
+    import inspect
+
+    import labkit.widgets as widgets
+    from labkit.widgets.base import Panel
+
+    covered = {m.group(1) for _, code in PANEL_CELLS for m in PANEL_CALL.finditer(code)}
+    classes = {n for n, c in inspect.getmembers(widgets, inspect.isclass)
+               if issubclass(c, Panel) and c is not Panel and not n.startswith("_")}
+    used = {m.group(1) for py in NOTEBOOKS.glob("[0-9][0-9]*_*.py") for m in PANEL_CALL.finditer(py.read_text())
+            if hasattr(widgets, m.group(1))}       # a panel defined inside a notebook is not importable here
+    used |= {"ShiftPanel"} if any("shift_panel(" in py.read_text() for py in NOTEBOOKS.glob("*.py")) else set()
+    assert classes <= covered and used <= covered, (classes | used) - covered
 
 
 def _browser_available() -> str | None:
@@ -60,9 +102,8 @@ def lab(tmp_path_factory):
             pytest.fail(f"LABKIT_REQUIRE_BROWSER=1 but {why}")
         pytest.skip(why)
     root = tmp_path_factory.mktemp("lab")
-    shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("*.py", ".ipynb_checkpoints"))
-    if (ROOT / "data").exists():
-        shutil.copytree(ROOT / "data", root / "data")
+    (root / "notebooks").mkdir()
+    panel_notebook(root / "notebooks" / "panels.ipynb")
     settings = root / "settings"
     (settings / "@jupyterlab/notebook-extension").mkdir(parents=True)
     (settings / "@jupyterlab/notebook-extension/tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
@@ -181,53 +222,80 @@ def _change(kind, control, page) -> None:
         control.click()
 
 
-@pytest.mark.parametrize("name", panel_notebooks())
-def test_panels_respond_in_jupyterlab(lab, browser, name):
+@pytest.fixture(scope="module")
+def page(lab, browser):
+    """panels.ipynb opened in JupyterLab, every cell run once (one kernel for the whole module)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    stem = name.removesuffix(".ipynb")
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
     start = time.monotonic()
     try:
-        # a fresh workspace per notebook, so JupyterLab does not restore the previous test's tabs
-        page.goto(f"{lab['url']}/lab/workspaces/{stem.replace('_', '-')}/tree/notebooks/{name}?reset&token={lab['token']}")
-        page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
-        page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=60_000)
+        pg.goto(f"{lab['url']}/lab/workspaces/panels/tree/notebooks/panels.ipynb?reset&token={lab['token']}")
+        pg.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=60_000)
+        pg.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=60_000)
         try:   # JupyterLab may ask which kernel to start
-            page.wait_for_selector(".jp-Dialog .jp-mod-accept", timeout=8_000)
-            page.click(".jp-Dialog .jp-mod-accept")
+            pg.wait_for_selector(".jp-Dialog .jp-mod-accept", timeout=8_000)
+            pg.click(".jp-Dialog .jp-mod-accept")
         except PlaywrightTimeout:
             pass
-        page.wait_for_function(KERNEL_IDLE, timeout=90_000)
-        page.evaluate(FORGET_OUTPUTS)          # the stored execution counts must not look like a finished run
-        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        page.wait_for_function(ALL_CELLS_DONE, timeout=RUN_TIMEOUT_MS, polling=1000)
-        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+        pg.wait_for_function(KERNEL_IDLE, timeout=90_000)
+        pg.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        pg.wait_for_function(ALL_CELLS_DONE, timeout=RUN_TIMEOUT_MS, polling=500)
+        errors = pg.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
         tracebacks = [e for e in errors if "Traceback" in e]
-        assert not tracebacks, f"{name} raised while running in JupyterLab:\n{tracebacks[0][:1500]}"
-        panels = page.locator(".jp-OutputArea-output > .jupyter-widgets.widget-vbox, .jp-OutputArea-output .widget-vbox.lab-panel")
-        page.wait_for_selector(".jp-OutputArea-output .jupyter-widgets", timeout=30_000)
-        assert panels.count() >= 1, f"{name}: no widget panel rendered"
-        changed = []
-        for p in range(panels.count()):
-            panel = panels.nth(p)
-            panel.scroll_into_view_if_needed()
-            controls = _controls(panel)
-            assert controls, f"{name}: panel {p} has no control"
-            for k, (kind, control) in enumerate(controls):
-                before = _snapshot(panel)
-                _change(kind, control, page)
-                ok = _wait_changed(panel, before)
-                changed.append((p, k, kind, ok))
-                panel.screenshot(path=str(ARTIFACTS / f"{stem}-panel{p}-control{k}.png"))
-        page.screenshot(path=str(ARTIFACTS / f"{stem}.png"), full_page=False)
-        unchanged = [c for c in changed if not c[3]]
-        assert not unchanged, f"{name}: these controls did not change their panel's output: {unchanged}"
+        assert not tracebacks, f"panels.ipynb raised while running in JupyterLab:\n{tracebacks[0][:1500]}"
+        pg.wait_for_selector(".jp-OutputArea-output .lab-panel", timeout=30_000)
+        (ARTIFACTS / "open-and-run.seconds").write_text(f"{time.monotonic() - start:.1f}\n")
+        yield pg
     finally:
-        (ARTIFACTS / f"{stem}.seconds").write_text(f"{time.monotonic() - start:.1f}\n")
-        try:   # free the kernel's CPU and memory before the next notebook
-            page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
+        try:   # free the kernel's CPU and memory
+            pg.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.shutdown()")
         except Exception:  # noqa: BLE001 - the page may already be gone
             pass
-        page.close()
+        pg.close()
+
+
+def _cell(page, k: int):
+    """The output of code cell k (0: the prediction, 1..: PANEL_CELLS)."""
+    return page.locator(".jp-Notebook .jp-CodeCell").nth(k)
+
+
+@pytest.mark.parametrize("k,name", list(enumerate([n for n, _ in PANEL_CELLS], start=1)),
+                         ids=[n for n, _ in PANEL_CELLS])
+def test_panel_responds_in_jupyterlab(page, k, name):
+    start = time.monotonic()
+    panel = _cell(page, k).locator(".widget-vbox.lab-panel").first
+    panel.wait_for(timeout=30_000)
+    panel.scroll_into_view_if_needed()
+    controls = _controls(panel)
+    assert controls, f"{name}: panel has no control"
+    changed = []
+    for j, (kind, control) in enumerate(controls):
+        before = _snapshot(panel)
+        _change(kind, control, page)
+        changed.append((j, kind, _wait_changed(panel, before)))
+        panel.screenshot(path=str(ARTIFACTS / f"{name}-control{j}.png"))
+    (ARTIFACTS / f"{name}.seconds").write_text(f"{time.monotonic() - start:.1f}\n")
+    unchanged = [c for c in changed if not c[2]]
+    assert not unchanged, f"{name}: these controls did not change the panel's output: {unchanged}"
+
+
+def test_train_this_state_now(page):
+    """The shift panel's button retrains the selected state live: the bar fills, a finished line and the
+    live column appear beside the stored run."""
+    panel = _cell(page, 1).locator(".widget-vbox.lab-panel").first
+    panel.scroll_into_view_if_needed()
+    before = _snapshot(panel)
+    panel.locator("button", has_text="train this state now").click()
+    panel.locator(".widget-html-content", has_text="done:").wait_for(timeout=300_000)
+    assert "trained now" in _snapshot(panel) and _snapshot(panel) != before
+    panel.screenshot(path=str(ARTIFACTS / "shift-trained-now.png"))
+
+
+def test_prediction_commits(page):
+    box = _cell(page, 0).locator(".lab-predict").first
+    box.scroll_into_view_if_needed()
+    box.locator(".widget-toggle-buttons button", has_text="right").click()
+    box.locator("button", has_text="commit").click()
+    box.locator(".widget-html-content", has_text="committed").wait_for(timeout=15_000)

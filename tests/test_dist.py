@@ -14,7 +14,7 @@ from labkit.checks import ContractError
 from labkit.dist import _fail_on_rank, _probe, run_ranks
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss, causal_lm_token_losses, data_parallel_step
-from labkit.reduce import DP_MODES, simulate_ranks
+from labkit.reduce import DP_REDUCTIONS, simulate_ranks
 
 
 def test_two_rank_gather_and_grad():
@@ -52,17 +52,17 @@ def test_two_rank_gloo_job_matches_simulation_and_full_batch():
     causal_lm_loss(model(**full.model_inputs()), full.labels).backward()
     ref = torch.cat([p.grad.flatten() for p in model.parameters()])
     assert ref.numel() * 4 > 65536, "the gradient is larger than a pipe buffer: run_ranks must read while ranks run"
-    for mode in DP_MODES:
+    for mode in DP_REDUCTIONS:
         model.zero_grad()
         per = [causal_lm_token_losses(model(**b.model_inputs()), b.labels) for b in parts]
         sim = simulate_ranks([l for l, _ in per], [m for _, m in per], mode)
         sim["objective"].backward()
         sim_grad = torch.cat([p.grad.flatten() for p in model.parameters()])
         for r in real:
-            assert torch.allclose(r["modes"][mode]["grad"], sim_grad, atol=1e-6)
-            assert abs(r["modes"][mode]["loss"] - sim["losses"][r["rank"]].item()) < 1e-5
-    assert torch.allclose(real[0]["modes"]["global_count"]["grad"], ref, atol=1e-6)
-    assert not torch.allclose(real[0]["modes"]["local_mean"]["grad"], ref, atol=1e-4)
+            assert torch.allclose(r["reductions"][mode]["grad"], sim_grad, atol=1e-6)
+            assert abs(r["reductions"][mode]["loss"] - sim["losses"][r["rank"]].item()) < 1e-5
+    assert torch.allclose(real[0]["reductions"]["global_count"]["grad"], ref, atol=1e-6)
+    assert not torch.allclose(real[0]["reductions"]["local_mean"]["grad"], ref, atol=1e-4)
 
 
 def test_failing_rank_is_cleaned_up():

@@ -244,7 +244,7 @@ def test_diffusion_weights_rows_and_loss():
     t = torch.tensor([0.25, 0.75, 0.1])
     B, T = masked.shape
     tm = diffusion_weights(masked, t, "token_mean")
-    ps = diffusion_weights(masked, t, "per_sequence")
+    ps = diffusion_weights(masked, t, "sequence_mean")
     el = diffusion_weights(masked, t, "elbo")
     assert tm.sum().item() == pytest.approx(1.0) and tm.sum(1).tolist() == pytest.approx([0.25, 0.75, 0.0])
     assert ps.sum(1).tolist() == pytest.approx([1 / 3, 1 / 3, 0.0])
@@ -253,7 +253,7 @@ def test_diffusion_weights_rows_and_loss():
     logits = torch.randn(B, T, 7)
     labels = torch.where(masked, torch.randint(0, 7, (B, T)), torch.full((B, T), IGNORE))
     ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE)
-    for w, weights in [("token_mean", tm), ("per_sequence", ps), ("elbo", el)]:
+    for w, weights in [("token_mean", tm), ("sequence_mean", ps), ("elbo", el)]:
         assert diffusion_loss(logits, labels, t, w).item() == pytest.approx((weights * ce).sum().item(), rel=1e-5)
     with pytest.raises(ContractError, match="no masked"):
         diffusion_loss(logits, torch.full((B, T), IGNORE), t)

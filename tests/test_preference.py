@@ -406,9 +406,9 @@ def test_render_dpo_weights_sum_vs_mean():
     from labkit.widgets import DPO_DEMO_PAIR, DPOWeightsPanel, render_dpo_weights
 
     start = time.perf_counter()
-    summed = render_dpo_weights(0.3, average=False)
+    summed = render_dpo_weights(0.3, reduction="sum")
     assert time.perf_counter() - start < 0.1
-    mean = render_dpo_weights(0.3, average=True)
+    mean = render_dpo_weights(0.3, reduction="token_mean")
     delta = sum(DPO_DEMO_PAIR["chosen_logratios"]) - sum(DPO_DEMO_PAIR["rejected_logratios"])
     assert summed["delta"] == pytest.approx(delta) and summed["loss"] == pytest.approx(float(-F.logsigmoid(torch.tensor(0.3 * delta))))
     # the gradient of dpo_loss w.r.t. each token's log-prob, measured by autograd
@@ -425,6 +425,6 @@ def test_render_dpo_weights_sum_vs_mean():
     with pytest.raises(ContractError, match="beta"):
         render_dpo_weights(0.0)
     panel = DPOWeightsPanel()
-    panel.mode.value = "mean"
+    panel.mode.value = "token_mean"
     panel.beta.value = 1.0
     assert panel.renders == 3 and panel.state["text"].startswith("mean") and "beta 1" in panel.state["text"]

@@ -11,7 +11,7 @@ from labkit.checks import ContractError
 from labkit.memory import measure_peak_memory
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss
-from labkit.reduce import (DP_MODES, REDUCTIONS, chunked_cross_entropy, effective_weights, full_logits_cross_entropy,
+from labkit.reduce import (DP_REDUCTIONS, REDUCTIONS, chunked_cross_entropy, effective_weights, full_logits_cross_entropy,
                            micro_batch_mean_gaps, rank_loss, reduce, simulate_ranks, token_cross_entropy)
 
 
@@ -154,10 +154,10 @@ def test_rank_loss_modes_and_simulation():
     mean_of_means = (S[0] / n[0] + S[1] / n[1]) / 2
     assert abs(local["objective"].item() - mean_of_means) < 1e-6
     assert abs(local["objective"].item() - glob["objective"].item()) > 0.5
-    assert set(DP_MODES) == {"local_mean", "global_count"}
-    with pytest.raises(ContractError, match="global_count mode needs"):
+    assert set(DP_REDUCTIONS) == {"local_mean", "global_count"}
+    with pytest.raises(ContractError, match="global_count reduction needs"):
         rank_loss(losses[0], masks[0], "global_count")
-    with pytest.raises(ContractError, match="unknown data-parallel mode"):
+    with pytest.raises(ContractError, match="unknown data-parallel reduction"):
         rank_loss(losses[0], masks[0], "average")
     with pytest.raises(ContractError, match="one mask per rank"):
         simulate_ranks(losses, masks[:1])

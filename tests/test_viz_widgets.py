@@ -58,3 +58,63 @@ def test_shift_panel_rerenders_on_every_change():
     assert len(set(seen.values())) == len(SHIFT_PLACES)
     assert panel.state["offset"] == 0 and "NO SHIFT" in panel.output.value
     assert panel.ui().children[0] is panel.control
+
+
+# ----------------------------------------------------------------------------- the panel base and static fallbacks
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _all_panels():
+    from labkit.widgets import (ContrastiveTemperaturePanel, DPOWeightsPanel, MaskRatioPanel, MixturePanel, PaddingPanel,
+                                ReductionPanel, ScheduledSamplingPanel, SoftTargetPanel, TemperaturePanel)
+
+    return [ShiftPanel(), TemperaturePanel(), PaddingPanel(), ReductionPanel(), MaskRatioPanel(), ScheduledSamplingPanel(),
+            ContrastiveTemperaturePanel(), SoftTargetPanel(), MixturePanel(), DPOWeightsPanel()]
+
+
+def test_every_panel_displays_with_a_static_fallback_of_its_default_state():
+    for panel in _all_panels():
+        bundle = panel.ui()._repr_mimebundle_()
+        name = type(panel).__name__
+        assert WIDGET_VIEW in bundle, name
+        assert panel.state["html"] in bundle["text/html"], name            # the default state, as rendered
+        assert not bundle["text/plain"].startswith("VBox"), name
+
+
+def test_learned_panels_show_the_stored_run_of_the_selected_state():
+    from labkit.widgets import MaskRatioPanel, PaddingPanel, TemperaturePanel
+
+    shift = ShiftPanel()
+    assert "stored run" in shift.learned.output.value and "<svg" in shift.learned.output.value
+    assert "what the model learns" in shift.ui()._repr_mimebundle_()["text/html"].lower()
+    shift.control.value = "both"
+    assert "state <code>both</code>" in shift.learned.output.value
+    pad = PaddingPanel()
+    pad.positions.value = "arange"
+    assert "left/arange" in pad.learned.output.value
+    t = TemperaturePanel()
+    t.control.value = 3.0                  # between the slider stops: no stored run, the button trains it
+    assert "between the stored settings" in t.learned.output.value
+    m = MaskRatioPanel()
+    m.kind.value = "deletion"
+    assert "deletion/0.3" in m.learned.output.value
+
+
+def test_panel_base_wires_controls_render_and_output():
+    import ipywidgets as W
+
+    from labkit.widgets.base import Panel
+
+    class Echo(Panel):
+        def build_controls(self):
+            return {"a": W.IntSlider(value=1), "b": W.Dropdown(options=["x", "y"], value="x")}
+
+        def render(self, a, b):
+            return {"html": f"<p>{a}{b}</p>", "text": f"{a}{b}"}
+
+    p = Echo()
+    p.a.value = 2
+    p.b.value = "y"
+    assert p.renders == 3 and p.output.value == "<p>2y</p>" and p.control is p.a
+    assert p.ui()._repr_mimebundle_()["text/plain"] == "2y"

@@ -1,10 +1,11 @@
 """make bench: the lab's performance table, written to bench/ (results.md, results.csv, notebooks.png).
 
-    python tools/bench.py [--repeats 3] [--notebook-repeats 1] [--skip-notebooks]
+    python tools/bench.py [--repeats 3] [--notebook-repeats 1] [--skip-notebooks] [--only-notebooks [NN ...]]
 
 Measures, on this machine:
-- each notebook's execution time in a fresh kernel (budget 60 s each, 6 minutes for the lab);
-- chunked vs full-logits cross-entropy: peak memory and time (labkit.reduce.ce_memory_benchmark);
+- each notebook's execution time in a fresh kernel (budget 60 s each, 6 minutes for the lab) and its
+  kernel's peak resident memory (budget 2 GiB each);
+- chunked vs full-logits cross-entropy: peak memory and time (labkit.memory.ce_memory_benchmark);
 - a TinyCausalLM training step vs a transformers GPT-2 of the same size, side by side in one run;
 - labkit's collators vs transformers' (MLM masking, flattening/packing): examples per second.
 Timings are medians over `repeats` runs (notebooks over `notebook-repeats`).
@@ -34,27 +35,55 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_notebooks(repeats: int) -> list[dict]:
+def run_one_notebook(path: Path) -> dict:
+    """Execute one notebook in a fresh kernel, in THIS process; return its seconds and the kernel's peak
+    resident memory. The kernel is this process's child: once it has exited, getrusage(RUSAGE_CHILDREN)
+    holds its maximum resident set size (Linux: KiB, macOS: bytes)."""
+    import resource
+
     import nbformat
     from nbclient import NotebookClient
 
+    nb = nbformat.read(path, as_version=4)
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak_bytes = peak if sys.platform == "darwin" else peak * 1024
+    return {"seconds": seconds, "peak_mib": peak_bytes / 2**20}
+
+
+def _measure(path: Path) -> dict:
+    """run_one_notebook in a child Python (so RUSAGE_CHILDREN sees this notebook's kernel alone)."""
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--one-notebook", str(path)], capture_output=True, text=True,
+                         check=True, env=os.environ)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_notebooks(repeats: int) -> list[dict]:
+    """Per notebook: median seconds over `repeats` fresh kernels, and the largest peak resident memory
+    of its kernel (budgets: 60 s and 2 GiB each, 6 minutes for the lab)."""
     rows = []
     for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
-        def run():
-            nb = nbformat.read(path, as_version=4)
-            NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
-        seconds = median_time(run, repeats)
+        runs = [_measure(path) for _ in range(repeats)]
+        seconds = statistics.median(r["seconds"] for r in runs)
+        peak = max(r["peak_mib"] for r in runs)
         rows.append({"group": "notebook", "item": path.stem, "value": round(seconds, 1), "unit": "s",
                      "note": "over budget (60 s)" if seconds > 60 else "within 60 s"})
-        print(f"{path.stem}: {seconds:.1f} s", flush=True)
-    total = sum(r["value"] for r in rows)
+        rows.append({"group": "notebook memory", "item": path.stem, "value": round(peak), "unit": "MiB peak RSS",
+                     "note": "over budget (2 GiB)" if peak > 2048 else "within 2 GiB"})
+        print(f"{path.stem}: {seconds:.1f} s, peak {peak:.0f} MiB", flush=True)
+    total = sum(r["value"] for r in rows if r["group"] == "notebook")
     rows.append({"group": "notebook", "item": "whole lab (sum)", "value": round(total, 1), "unit": "s",
                  "note": "over budget (6 min)" if total > 360 else "within 6 min"})
     return rows
 
 
 def bench_cross_entropy() -> list[dict]:
-    from labkit.reduce import ce_memory_benchmark
+    from labkit.memory import ce_memory_benchmark
 
     rows = []
     for r in ce_memory_benchmark(device="cpu"):
@@ -167,9 +196,23 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--notebook-repeats", type=int, default=1)
     parser.add_argument("--skip-notebooks", action="store_true")
+    parser.add_argument("--only-notebooks", nargs="*", default=None, metavar="NN",
+                        help="time and measure notebooks only (those starting with NN; all if none given), print, write nothing")
+    parser.add_argument("--one-notebook", type=Path, help=argparse.SUPPRESS)   # the child of _measure
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     parser.add_argument("--readme", action="store_true", help="also put the table into README.md (between its bench markers)")
     args = parser.parse_args()
+    if args.one_notebook:
+        import json
+
+        print(json.dumps(run_one_notebook(args.one_notebook)))
+        return 0
+    if args.only_notebooks is not None:
+        for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb")):
+            if not args.only_notebooks or any(path.name.split("_")[0] == x for x in args.only_notebooks):
+                r = _measure(path)
+                print(f"{path.stem}: {r['seconds']:.1f} s, peak {r['peak_mib']:.0f} MiB", flush=True)
+        return 0
     rows = []
     if not args.skip_notebooks:
         rows += bench_notebooks(args.notebook_repeats)

@@ -69,7 +69,7 @@ def check_diffusion_loss(fn) -> None:
     m = masked.float()
     candidates = {
         "token_mean": float((diffusion_weights(masked, t, "token_mean") * ce).sum()),
-        "per_sequence": float((diffusion_weights(masked, t, "per_sequence") * ce).sum()),
+        "sequence_mean": float((diffusion_weights(masked, t, "sequence_mean") * ce).sum()),
         "no_t": float((m * ce).sum() / (B * T)),
         "all_tokens": float((ce / t[:, None]).sum() / (B * T)),
         "masked_denominator": float((m * ce / t[:, None]).sum() / m.sum()),
@@ -77,7 +77,7 @@ def check_diffusion_loss(fn) -> None:
     hints = {
         "token_mean": "you averaged over the masked tokens of the batch (sum / |M|) without 1/t: that weights a row by its "
                       "number of masks, i.e. by t",
-        "per_sequence": "that is the |M_t|-normalised loss (each row's mean over its masked tokens); the ELBO weighting is "
+        "sequence_mean": "that is the |M_t|-normalised loss (each row's mean over its masked tokens); the ELBO weighting is "
                         "1/t per masked token, divided by ALL B*T tokens",
         "no_t": "the 1/t weight is missing: sum(ce over masked) / (B*T) undercounts low-noise rows",
         "all_tokens": "unmasked tokens were counted: only masked positions carry a loss (their input is the clean token)",

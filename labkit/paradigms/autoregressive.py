@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from labkit.batch import arange_positions, pack, pad, position_ids_from_mask
-from labkit.contracts import IGNORE, ContractError, finite
+from labkit.contracts import IGNORE, ContractError, count, finite
 from labkit.dist import all_reduce_sum
-from labkit.reduce import REDUCTIONS, rank_loss, reduce, token_cross_entropy
+from labkit.reduce import DP_REDUCTIONS, REDUCTIONS, rank_loss, reduce, token_cross_entropy
 
 SHIFTS = ("external", "internal")
 
@@ -35,17 +35,30 @@ def ar_example(ids: Sequence[int], shift: str = "internal") -> dict:
     return {"input_ids": list(ids), "labels": list(ids)}
 
 
-def completion_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], train_on_prompt: bool = False) -> dict:
+def completion_example(prompt_ids: Sequence[int], completion_ids: Sequence[int], train_on_prompt: bool = False,
+                       max_len: int | None = None) -> dict:
     """Prompt + completion -> dict(input_ids, labels, prompt_len), internal-shift labels.
 
     The prompt is context; only completion tokens are targets (labels IGNORE on the prompt)
     unless train_on_prompt=True, which also trains the model to write the user's text.
+    max_len: keep the first max_len tokens (a collator's right truncation). An example whose
+    prompt fills max_len keeps no completion token, so no answer target (a token mean over it
+    is 0/0): refused with a ContractError naming the fixes.
     """
     prompt, completion = [int(i) for i in prompt_ids], [int(i) for i in completion_ids]
     if not completion:
         raise ContractError("completion is empty: nothing to learn; fix: drop the record or check truncation")
     labels = (list(prompt) if train_on_prompt else [IGNORE] * len(prompt)) + list(completion)
-    return {"input_ids": prompt + completion, "labels": labels, "prompt_len": len(prompt)}
+    ids = prompt + completion
+    if max_len is not None:
+        max_len = count(max_len, "max_len")
+        if len(prompt) >= max_len:
+            raise ContractError(f"truncation to max_len={max_len} keeps the {len(prompt)}-token prompt and none of the "
+                                f"{len(completion)} answer tokens: the example has no answer target (a token mean over it "
+                                "is 0/0 = NaN). Fix: drop the example, truncate the prompt from the left (keep its last "
+                                "tokens), or raise max_len")
+        ids, labels = ids[:max_len], labels[:max_len]
+    return {"input_ids": ids, "labels": labels, "prompt_len": len(prompt)}
 
 
 def next_token_targets(labels: torch.Tensor, shift: bool = True) -> torch.Tensor:
@@ -482,29 +495,29 @@ def scheduled_sampling_loss(model, input_ids: torch.Tensor, labels: torch.Tensor
 # ----------------------------------------------------------------------------- one data-parallel step (notebook 06)
 
 def data_parallel_step(rank: int, world_size: int, model: torch.nn.Module, shards: Sequence[dict],
-                       modes: Sequence[str] = ("local_mean", "global_count")) -> dict:
-    """One data-parallel step of a causal LM on this rank's shard, as DDP does it, for each mode.
+                       reductions: Sequence[str] = DP_REDUCTIONS) -> dict:
+    """One data-parallel step of a causal LM on this rank's shard, as DDP does it, for each reduction.
 
     shards[rank]: dict of [B_r,T_r] tensors (input_ids, attention_mask, position_ids, labels).
-    Each mode (labkit.reduce.rank_loss): local loss -> backward -> gradients all-reduced (SUM) and
+    Each reduction (labkit.reduce.rank_loss): local loss -> backward -> gradients all-reduced (SUM) and
     divided by world_size (DDP's average). "global_count" all-reduces the target count first.
-    Returns {"rank", "local_sum", "local_count", "global_sum", "global_count", "modes": {mode:
+    Returns {"rank", "local_sum", "local_count", "global_sum", "global_count", "reductions": {reduction:
     {"loss", "grad" (flat averaged gradient, identical on every rank)}}}.
     """
     shard = shards[rank]
     model.eval()
-    out: dict = {"rank": rank, "modes": {}}
-    for mode in modes:
+    out: dict = {"rank": rank, "reductions": {}}
+    for reduction in reductions:
         model.zero_grad(set_to_none=True)
         logits = model(shard["input_ids"], attention_mask=shard["attention_mask"], position_ids=shard["position_ids"])
         losses, mask = causal_lm_token_losses(logits, shard["labels"])
         local = torch.stack([(losses * mask).sum().detach().double(), mask.sum().double()])
         total = all_reduce_sum(local)
-        loss = rank_loss(losses, mask, mode, global_count=total[1], world_size=world_size).value
+        loss = rank_loss(losses, mask, reduction, global_count=total[1], world_size=world_size).value
         loss.backward()
         grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         grad = all_reduce_sum(grad)
         out.update(local_sum=float(local[0]), local_count=int(local[1]), global_sum=float(total[0]),
                    global_count=int(total[1]))
-        out["modes"][mode] = {"loss": float(loss.detach()), "grad": grad / world_size}
+        out["reductions"][reduction] = {"loss": float(loss.detach()), "grad": grad / world_size}
     return out

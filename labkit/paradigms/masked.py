@@ -318,7 +318,7 @@ def delete_tokens(ids: torch.Tensor, p: float, special_ids: Sequence[int] = (),
 
 # ----------------------------------------------------------------------------- absorbing-mask diffusion (notebook 08)
 
-DIFFUSION_WEIGHTINGS = ("token_mean", "per_sequence", "elbo")
+DIFFUSION_REDUCTIONS = ("token_mean", "sequence_mean", "elbo")
 
 
 def diffusion_corrupt(ids: torch.Tensor, mask_id: int, t: torch.Tensor | None = None, special_ids: Sequence[int] = (),
@@ -346,17 +346,17 @@ def diffusion_weights(masked: torch.Tensor, t: torch.Tensor, reduction: str = "e
     the loss is sum(w * ce).
 
     token_mean: 1 / sum|M| (all masked tokens of the batch count alike, so a row weighs ~ t);
-    per_sequence: 1 / (B |M_b|) (each row weighs 1/B whatever its noise level);
+    sequence_mean: 1 / (B |M_b|) (each row weighs 1/B whatever its noise level);
     elbo: 1 / (t_b B T), the continuous-time bound's 1/t, divided by all B*T tokens.
     """
-    if reduction not in DIFFUSION_WEIGHTINGS:
-        raise ContractError(f"unknown reduction {reduction!r}; fix: one of {DIFFUSION_WEIGHTINGS}")
+    if reduction not in DIFFUSION_REDUCTIONS:
+        raise ContractError(f"unknown reduction {reduction!r}; fix: one of {DIFFUSION_REDUCTIONS}")
     m = masked.bool().float()
     B, T = m.shape
     t = torch.as_tensor(t, dtype=torch.float32).to(m.device)
     if reduction == "token_mean":
         return m / m.sum().clamp_min(1.0)
-    if reduction == "per_sequence":
+    if reduction == "sequence_mean":
         return m / (B * m.sum(-1, keepdim=True).clamp_min(1.0))
     return m / (t[:, None].clamp_min(1e-6) * B * T)
 

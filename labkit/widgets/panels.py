@@ -1,10 +1,33 @@
-"""ipywidgets panels: each is a thin layer over a pure render function that tests call directly."""
+"""The nine panels: a pure render function each (tests and notebooks call them directly) and a few
+lines of Panel subclass (labkit.widgets.base) naming its controls. Render functions call the
+library's maths (CE gradient and temperature push from paradigms.supervised, entropy from
+paradigms.distillation, hard-negative share and repulsive share from paradigms.contrastive, the DPO
+loss from paradigms.preference, differentiated by autograd); none re-derives it."""
 from __future__ import annotations
 
+import html as _html
 from typing import Sequence
 
-from labkit.checks import golden_shift_table
+import ipywidgets as W
+import torch
+
+from labkit.batch import collate
+from labkit.checks import audit, golden_shift_table
+from labkit.contracts import IGNORE, ContractError
+from labkit.data import RunningSumTask
+from labkit.paradigms.autoregressive import (ALPHA_SHAPES, alpha_schedule, ar_example, causal_lm_loss,
+                                             scheduled_sampling_inputs)
+from labkit.paradigms.contrastive import hard_negative_share, repulsive_share
+from labkit.paradigms.distillation import entropy as predictive_entropy
+from labkit.paradigms.masked import bert_mask, delete_tokens, random_mask, sentinel_tokenizer, span_corrupt
+from labkit.paradigms.mixture import expected_epochs, mixture_weights
+from labkit.paradigms.preference import dpo_loss
+from labkit.paradigms.supervised import competitors_holding, temperature_push
+from labkit.reduce import REDUCTIONS, effective_weights
+from labkit.viz import contract_html, prob_bars_html, svg_bars, svg_curve, token_rows_html, token_rows_text
 from labkit.vocab import WordTokenizer, seed_vocab
+from labkit.widgets.base import Panel
+from labkit.widgets.learned import MASK_RATIOS, TEMPERATURES, LearnedView, render_learned, state_key
 
 # Where the one-token shift happens, and what each choice does to the pipeline.
 SHIFT_PLACES = {
@@ -23,10 +46,6 @@ def render_shift(where: str = "loss", record: Sequence[int] | None = None, token
     checks.golden_shift_table) and returns {"html", "text", "offset", "verdict", "rows"}: offset = k
     when logit t is trained on token t+k (1 is correct).
     """
-    from labkit.checks import ContractError
-    from labkit.paradigms.autoregressive import ar_example, causal_lm_loss
-    from labkit.viz import contract_html
-
     if where not in SHIFT_PLACES:
         raise ContractError(f"unknown shift place {where!r}; fix: one of {list(SHIFT_PLACES)}")
     tok = tokenizer or seed_vocab()
@@ -53,36 +72,6 @@ def render_shift(where: str = "loss", record: Sequence[int] | None = None, token
     return {"html": html, "text": text, "offset": offset, "verdict": verdict, "rows": rows}
 
 
-class ShiftPanel:
-    """Toggle where the shift happens (dataset / loss / both / none); the contract table re-renders."""
-
-    def __init__(self, record: Sequence[int] | None = None, tokenizer: WordTokenizer | None = None, value: str = "loss"):
-        import ipywidgets as W
-
-        self.record, self.tokenizer = record, tokenizer
-        self.control = W.ToggleButtons(options=list(SHIFT_PLACES), value=value, description="shift in")
-        self.output = W.HTML()
-        self.renders = 0
-        self.control.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        state = render_shift(self.control.value, self.record, self.tokenizer)
-        self.output.value = state["html"]
-        self.state = state
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([self.control, self.output])
-
-
-def shift_panel(record: Sequence[int] | None = None, tokenizer: WordTokenizer | None = None):
-    """The shift panel as a widget to display."""
-    return ShiftPanel(record, tokenizer).ui()
-
-
 # ----------------------------------------------------------------------------- contrastive temperature panel
 
 # One query's cosine similarities to 12 keys: key 0 is its matched caption, keys 1-3 share its
@@ -100,11 +89,6 @@ def render_contrastive_temperature(tau: float = 0.1, similarities=None, positive
     "hard_share" (share of the repulsive gradient on the k_hard most similar negatives),
     "false_negative_share", "effective_negatives" (exp of the entropy of the push over negatives)}.
     """
-    import torch
-
-    from labkit.checks import ContractError
-    from labkit.viz import prob_bars_html
-
     if not tau > 0:
         raise ContractError(f"temperature must be > 0, got {tau}")
     sims = torch.tensor(DEMO_SIMILARITIES if similarities is None else similarities, dtype=torch.float64).flatten()
@@ -114,13 +98,14 @@ def render_contrastive_temperature(tau: float = 0.1, similarities=None, positive
     same = torch.tensor(same_meaning, dtype=torch.bool).flatten()
     if len(same) != N or not 0 <= positive < N:
         raise ContractError(f"need one same_meaning flag per key ({N}) and 0 <= positive < {N}")
-    p = (sims / tau).softmax(-1)
+    logits = sims / tau
+    p = logits.softmax(-1)
+    hard_share = hard_negative_share(logits, positive, k=k_hard)               # share of the push on the k hardest
+    fn_share = repulsive_share(logits[None], same[None], targets=torch.tensor([positive]))
     neg = torch.ones(N, dtype=torch.bool)
     neg[positive] = False
-    push = p[neg] / p[neg].sum()                       # how the repulsive gradient is split over negatives
-    hard_share = float(push.topk(min(k_hard, len(push))).values.sum())
-    fn_share = float(push[same[neg]].sum())
-    eff = float(torch.exp(-(push * push.clamp_min(1e-300).log()).sum()))
+    # the push is split over the negatives as softmax(s / tau) restricted to them: its entropy, as a count
+    eff = float(torch.exp(torch.tensor(predictive_entropy(sims[neg], T=tau))))
     names = list(names) if names is not None else [f"key {j}" for j in range(N)]
     order = sims.argsort(descending=True).tolist()[:top]
     kinds = ["positive" if j == positive else "false_negative" if bool(same[j]) else "negative" for j in order]
@@ -132,31 +117,6 @@ def render_contrastive_temperature(tau: float = 0.1, similarities=None, positive
             "false_negative_share": fn_share, "effective_negatives": eff}
 
 
-class ContrastiveTemperaturePanel:
-    """A log slider for tau; the softmax over one query's keys and the split of its push re-render."""
-
-    def __init__(self, similarities=None, positive: int = 0, same_meaning=None, names=None, tau: float = 0.1):
-        import ipywidgets as W
-
-        self.kwargs = dict(similarities=similarities, positive=positive, same_meaning=same_meaning, names=names)
-        self.control = W.FloatLogSlider(value=tau, base=10, min=-2, max=0, step=0.05, description="tau",
-                                        readout_format=".3f", continuous_update=False)
-        self.output = W.HTML()
-        self.renders = 0
-        self.control.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        self.state = render_contrastive_temperature(self.control.value, **self.kwargs)
-        self.output.value = self.state["html"]
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([self.control, self.output])
-
-
 # ----------------------------------------------------------------------------- distillation temperature panel
 
 def render_soft_targets(T: float = 1.0, logits=None, names=None, label: int | None = None) -> dict:
@@ -165,11 +125,6 @@ def render_soft_targets(T: float = 1.0, logits=None, names=None, label: int | No
     logits [C]; label = the true class (green bar). Returns {"html", "text", "probs", "entropy"
     (nats), "dark_mass" (probability on the classes other than the label, or than the argmax)}.
     """
-    import torch
-
-    from labkit.checks import ContractError
-    from labkit.viz import prob_bars_html
-
     if not T > 0:
         raise ContractError(f"temperature T must be > 0, got {T}")
     z = torch.tensor([6.0, 0.5, 1.0, 3.5, 0.0, 2.0, 0.5, 1.0, 4.0, 2.5] if logits is None else logits, dtype=torch.float64).flatten()
@@ -177,7 +132,7 @@ def render_soft_targets(T: float = 1.0, logits=None, names=None, label: int | No
     names = list(names) if names is not None else [str(c) for c in range(C)]
     p = (z / T).softmax(-1)
     top = int(z.argmax()) if label is None else int(label)
-    ent = float(-(p * p.clamp_min(1e-300).log()).sum())
+    ent = predictive_entropy(z, T=T)
     dark = 1.0 - float(p[top])
     runner_up = [names[j] for j in p.argsort(descending=True).tolist() if j != top][:3]
     kinds = ["positive" if j == top else "plain" for j in range(C)]
@@ -185,39 +140,6 @@ def render_soft_targets(T: float = 1.0, logits=None, names=None, label: int | No
             f"entropy {ent:.2f} nats | next: {', '.join(runner_up)}")
     html = prob_bars_html(names, p.tolist(), kinds, title="teacher soft targets softmax(z / T)") + f"<p>{text}</p>"
     return {"html": html, "text": text, "probs": p.tolist(), "entropy": ent, "dark_mass": dark}
-
-
-class SoftTargetPanel:
-    """A slider for T in [0.5, 10] (and one for the example when logits is [N, C])."""
-
-    def __init__(self, logits=None, names=None, labels=None, T: float = 1.0):
-        import ipywidgets as W
-        import torch
-
-        z = None if logits is None else torch.as_tensor(logits, dtype=torch.float64)
-        self.rows = None if z is None else (z if z.dim() == 2 else z[None])
-        self.labels, self.names = labels, names
-        self.control = W.FloatSlider(value=T, min=0.5, max=10.0, step=0.5, description="T", continuous_update=False)
-        n = 1 if self.rows is None else len(self.rows)
-        self.example = W.IntSlider(value=0, min=0, max=n - 1, description="example", continuous_update=False)
-        self.output = W.HTML()
-        self.renders = 0
-        self.control.observe(self._update, names="value")
-        self.example.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        i = self.example.value
-        logits = None if self.rows is None else self.rows[i].tolist()
-        label = None if self.labels is None else int(self.labels[i])
-        self.state = render_soft_targets(self.control.value, logits, self.names, label)
-        self.output.value = self.state["html"]
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([self.control, self.example, self.output])
 
 
 # ----------------------------------------------------------------------------- padding panel (notebook 04)
@@ -235,11 +157,6 @@ def render_padding(side: str = "left", positions: str = "mask", prompts: Sequenc
     one whose logits pick the next token). Returns {"html", "text", "batch", "rows": [{"row",
     "positions_ok", "last_is_real"}], "findings": audit codes, "ok": every row fine}.
     """
-    from labkit import IGNORE
-    from labkit.batch import collate
-    from labkit.checks import audit
-    from labkit.viz import contract_html
-
     tok = tokenizer or seed_vocab()
     prompts = [list(p) for p in prompts] if prompts is not None else [tok.encode(p) for p in PADDING_PROMPTS]
     batch = collate([{"input_ids": p, "labels": [IGNORE] * len(p)} for p in prompts], tok.pad_id, side=side,
@@ -264,54 +181,20 @@ def render_padding(side: str = "left", positions: str = "mask", prompts: Sequenc
     return {"html": html, "text": text, "batch": batch, "rows": rows, "findings": findings, "ok": ok}
 
 
-class PaddingPanel:
-    """Choose the padding side and the position policy; the contract tables re-render."""
-
-    def __init__(self, prompts: Sequence[Sequence[int]] | None = None, tokenizer: WordTokenizer | None = None,
-                 side: str = "left", positions: str = "mask"):
-        import ipywidgets as W
-
-        self.prompts, self.tokenizer = prompts, tokenizer
-        self.side = W.ToggleButtons(options=["left", "right"], value=side, description="padding")
-        self.positions = W.ToggleButtons(options=["mask", "arange"], value=positions, description="positions")
-        self.output = W.HTML()
-        self.renders = 0
-        self.side.observe(self._update, names="value")
-        self.positions.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        self.state = render_padding(self.side.value, self.positions.value, self.prompts, self.tokenizer)
-        self.output.value = self.state["html"]
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([self.side, self.positions, self.output])
-
-
 # ----------------------------------------------------------------------------- reduction panel (notebook 06)
 
 REDUCTION_LENGTHS = (2, 4, 10)
 
 
-def render_reduction(how: str = "token_mean", lengths: Sequence[int] = REDUCTION_LENGTHS, weights=None) -> dict:
+def render_reduction(reduction: str = "token_mean", lengths: Sequence[int] = REDUCTION_LENGTHS, weights=None) -> dict:
     """Pure render of the reduction panel: rows with `lengths` target tokens, each cell showing the
-    token's effective weight d loss / d l[b,t] under `how` (labkit.reduce.effective_weights).
+    token's effective weight d loss / d l[b,t] under `reduction` (labkit.reduce.effective_weights).
 
     Returns {"html", "text", "weights" [B,T] float64, "row_totals" [B], "per_token" (first
     token's weight per row)}.
     """
-    import html as _html
-
-    import torch
-
-    from labkit.checks import ContractError
-    from labkit.reduce import REDUCTIONS, effective_weights
-
-    if how not in REDUCTIONS:
-        raise ContractError(f"unknown reduction {how!r}; fix: one of {REDUCTIONS}")
+    if reduction not in REDUCTIONS:
+        raise ContractError(f"unknown reduction {reduction!r}; fix: one of {REDUCTIONS}")
     lengths = [int(n) for n in lengths]
     if not lengths or min(lengths) < 1:
         raise ContractError(f"every row needs at least one target token, got lengths {lengths}")
@@ -319,12 +202,12 @@ def render_reduction(how: str = "token_mean", lengths: Sequence[int] = REDUCTION
     mask = torch.zeros(len(lengths), T, dtype=torch.long)
     for b, n in enumerate(lengths):
         mask[b, :n] = 1
-    w = effective_weights(mask, how, weights=None if weights is None else torch.as_tensor(weights, dtype=torch.float64))
+    w = effective_weights(mask, reduction, weights=None if weights is None else torch.as_tensor(weights, dtype=torch.float64))
     totals = w.sum(-1)
     top = float(w.max())
     cell = "padding:2px 5px;border:1px solid #ccc;text-align:center;font-family:monospace;font-size:11px;min-width:34px"
     out = ['<table style="border-collapse:collapse;margin:4px 0">',
-           f"<caption style='text-align:left;font-weight:bold'>{_html.escape(how)}: each token's weight in the loss "
+           f"<caption style='text-align:left;font-weight:bold'>{_html.escape(reduction)}: each token's weight in the loss "
            "(and in the gradient)</caption>"]
     for b, n in enumerate(lengths):
         tds = []
@@ -338,36 +221,10 @@ def render_reduction(how: str = "token_mean", lengths: Sequence[int] = REDUCTION
                    f"<td style='{cell};font-weight:bold'>Σ {float(totals[b]):.3f}</td></tr>")
     out.append("</table>")
     per_token = [float(w[b, 0]) for b in range(len(lengths))]
-    text = f"{how}: " + " | ".join(f"row {b} ({n} tokens): {per_token[b]:.3f} per token, {float(totals[b]):.3f} in all"
+    text = f"{reduction}: " + " | ".join(f"row {b} ({n} tokens): {per_token[b]:.3f} per token, {float(totals[b]):.3f} in all"
                                    for b, n in enumerate(lengths))
     return {"html": "".join(out) + f"<p>{_html.escape(text)}</p>", "text": text, "weights": w,
             "row_totals": totals, "per_token": per_token}
-
-
-class ReductionPanel:
-    """Choose the reduction; the table of effective token weights re-renders."""
-
-    def __init__(self, lengths: Sequence[int] = REDUCTION_LENGTHS, value: str = "token_mean"):
-        import ipywidgets as W
-
-        from labkit.reduce import REDUCTIONS
-
-        self.lengths = lengths
-        self.control = W.ToggleButtons(options=list(REDUCTIONS), value=value, description="reduction")
-        self.output = W.HTML()
-        self.renders = 0
-        self.control.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        self.state = render_reduction(self.control.value, self.lengths)
-        self.output.value = self.state["html"]
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([self.control, self.output])
 
 
 # ----------------------------------------------------------------------------- CE temperature panel (notebook 01)
@@ -381,7 +238,6 @@ DEMO_CLASS_TARGET = 1
 def demo_vocab_logits(V: int = 2048, seed: int = 0):
     """Logits of one position over a whole vocabulary, sorted by rank: a Zipf-like decay
     -1.1 log(rank) plus N(0, 0.3^2) noise ([V] float64, deterministic for a seed)."""
-    import torch
 
     g = torch.Generator().manual_seed(seed)
     ranks = torch.arange(1, V + 1, dtype=torch.float64)
@@ -392,14 +248,13 @@ def demo_vocab_logits(V: int = 2048, seed: int = 0):
 def _temperature_stats(z, target: int, T: float, top: int = 10) -> dict:
     """The library's temperature_push (supervised.py) plus what the panel prints: entropy, and how
     many competitors hold half of the push (every competitor receives some: p_k / T > 0)."""
-    from labkit.paradigms.supervised import competitors_holding, temperature_push
 
     s = temperature_push(z, target, T, top=min(top, len(z) - 1))
     p = s["p"]
     return {"p": p, "grad": s["grad"], "p_target": float(p[target]), "target_grad": float(s["grad"][target]),
             "push_total": float(s["push"].sum()), "grad_sum": s["grad_sum"], "top_share": s["top_share"],
             "half_push": competitors_holding(s["cum_share"], 0.5),
-            "entropy": float(-(p * p.clamp_min(1e-300).log()).sum())}
+            "entropy": predictive_entropy(torch.as_tensor(z), T=T)}
 
 
 def render_temperature(T: float = 1.0, logits=None, names=None, target: int | None = None, vocab_logits=None,
@@ -413,11 +268,6 @@ def render_temperature(T: float = 1.0, logits=None, names=None, target: int | No
     hold half of the push; every competitor gets p_k / T > 0), "entropy", "top_share" (share of the
     push on the 10 strongest competitors)}.
     """
-    import torch
-
-    from labkit.checks import ContractError
-    from labkit.viz import svg_bars
-
     if not T > 0:
         raise ContractError(f"temperature T must be > 0, got {T}")
     z = torch.tensor(DEMO_CLASS_LOGITS if logits is None else logits, dtype=torch.float64).flatten()
@@ -443,42 +293,10 @@ def render_temperature(T: float = 1.0, logits=None, names=None, target: int | No
     return {"html": html, "text": text, "classes": c, "vocab": v}
 
 
-class TemperaturePanel:
-    """A log slider for T and a choice of the target class; the softmax and gradient bars re-render."""
-
-    def __init__(self, T: float = 1.0, logits=None, names=None, target: int | None = None):
-        import ipywidgets as W
-
-        self.logits, self.names = logits, names
-        options = list(names) if names is not None else (list(DEMO_CLASS_NAMES) if logits is None else [str(k) for k in range(len(logits))])
-        start = DEMO_CLASS_TARGET if target is None and logits is None else (target or 0)
-        self.control = W.FloatLogSlider(value=T, base=10, min=-1, max=1, step=0.05, description="T",
-                                        readout_format=".2f", continuous_update=False)
-        self.target = W.Dropdown(options=[(n, i) for i, n in enumerate(options)], value=start, description="target")
-        self.output = W.HTML()
-        self.renders = 0
-        self.control.observe(self._update, names="value")
-        self.target.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        self.state = render_temperature(self.control.value, self.logits, self.names, self.target.value)
-        self.output.value = self.state["html"]
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([W.HBox([self.control, self.target]), self.output])
-
-
 # ----------------------------------------------------------------------------- scheduled-sampling panel (notebook 07)
 
 def _demo_ss_example(tokenizer: WordTokenizer | None = None) -> dict:
     """A RunningSumTask row with stand-in proposals: the correct next token except two slips."""
-    import torch
-
-    from labkit.data import RunningSumTask
 
     task = RunningSumTask(n_steps=8, tokenizer=tokenizer or seed_vocab())
     ids = task.sample(1, torch.Generator().manual_seed(0))[0]
@@ -499,11 +317,6 @@ def render_scheduled_sampling(alpha_min: float = 0.75, shape: str = "linear", st
     (predictions[t] = the model's token for t+1), "start", "tokenizer"}; default: a demo row.
     Returns {"html", "text", "alpha", "alphas", "mixed", "n_replaced", "expected_replaced"}.
     """
-    import torch
-
-    from labkit.paradigms.autoregressive import alpha_schedule, scheduled_sampling_inputs
-    from labkit.viz import svg_curve, token_rows_html, token_rows_text
-
     step = total_steps if step is None else int(step)
     alpha = alpha_schedule(step, total_steps, shape, alpha_min)
     grid = list(range(0, total_steps + 1, max(1, total_steps // 50)))
@@ -539,40 +352,6 @@ def render_scheduled_sampling(alpha_min: float = 0.75, shape: str = "linear", st
             "mixed": mixed, "n_replaced": int(replaced.sum()), "expected_replaced": expected}
 
 
-class ScheduledSamplingPanel:
-    """Pick the schedule shape, alpha_min and the training step (default: half-way through training);
-    the schedule and the mixed prefix re-render."""
-
-    def __init__(self, example: dict | None = None, total_steps: int = 200, alpha_min: float = 0.75,
-                 shape: str = "linear", step: int | None = None):
-        import ipywidgets as W
-
-        from labkit.paradigms.autoregressive import ALPHA_SHAPES
-
-        self.example, self.total_steps = example, total_steps
-        self.shape = W.ToggleButtons(options=list(ALPHA_SHAPES), value=shape, description="shape")
-        self.alpha_min = W.FloatSlider(value=alpha_min, min=0.0, max=1.0, step=0.05, description="alpha_min",
-                                       continuous_update=False)
-        self.step = W.IntSlider(value=total_steps // 2 if step is None else step, min=0, max=total_steps,
-                                step=max(1, total_steps // 50), description="step", continuous_update=False)
-        self.output = W.HTML()
-        self.renders = 0
-        for control in (self.shape, self.alpha_min, self.step):
-            control.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        self.state = render_scheduled_sampling(self.alpha_min.value, self.shape.value, self.step.value,
-                                               self.total_steps, self.example)
-        self.output.value = self.state["html"]
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([self.shape, W.HBox([self.alpha_min, self.step]), self.output])
-
-
 # ----------------------------------------------------------------------------- mask-ratio panel (notebook 08)
 
 CORRUPTIONS = ("token", "span", "bert", "deletion")
@@ -590,13 +369,6 @@ def render_corruption(ratio: float = 0.3, kind: str = "token", record: str | Non
     deletion keep <bos>/<eos> out of reach; span runs on the raw words (T5 appends its end token
     afterwards). Returns {"html", "text", "inputs", "targets", "n_targets", "kind", "ratio"}.
     """
-    import torch
-
-    from labkit import IGNORE
-    from labkit.checks import ContractError
-    from labkit.paradigms.masked import bert_mask, delete_tokens, random_mask, sentinel_tokenizer, span_corrupt
-    from labkit.viz import token_rows_html, token_rows_text
-
     if kind not in CORRUPTIONS:
         raise ContractError(f"unknown corruption {kind!r}; fix: one of {CORRUPTIONS}")
     if not 0.0 < ratio < 1.0:
@@ -654,36 +426,6 @@ def render_corruption(ratio: float = 0.3, kind: str = "token", record: str | Non
             "kind": kind, "ratio": ratio}
 
 
-class MaskRatioPanel:
-    """Pick the corruption type and the ratio (and a seed); the corrupted record and its labels re-render."""
-
-    def __init__(self, record: str | None = None, ratio: float = 0.3, kind: str = "token", seed: int = 0):
-        import ipywidgets as W
-
-        from labkit.paradigms.masked import sentinel_tokenizer
-
-        self.record = record
-        self.tokenizer = sentinel_tokenizer(16)[0]
-        self.kind = W.ToggleButtons(options=list(CORRUPTIONS), value=kind, description="corruption")
-        self.ratio = W.FloatSlider(value=ratio, min=0.05, max=0.95, step=0.05, description="ratio", continuous_update=False)
-        self.seed = W.IntSlider(value=seed, min=0, max=20, description="seed", continuous_update=False)
-        self.output = W.HTML()
-        self.renders = 0
-        for control in (self.kind, self.ratio, self.seed):
-            control.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        self.state = render_corruption(self.ratio.value, self.kind.value, self.record, self.tokenizer, self.seed.value)
-        self.output.value = self.state["html"]
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([self.kind, W.HBox([self.ratio, self.seed]), self.output])
-
-
 # ----------------------------------------------------------------------------- mixture (gamma) panel
 
 MIXTURE_DEMO_SOURCES = {"web": 2_000_000, "code": 400_000, "papers": 100_000, "low-resource language": 10_000}
@@ -697,10 +439,6 @@ def render_mixture(gamma: float = 0.5, sizes=None, names=None, total_samples: in
     sizes: per-source example counts (default MIXTURE_DEMO_SOURCES). Returns {"html", "text",
     "weights", "epochs", "smallest_repetition"}.
     """
-    import html as _html
-
-    from labkit.paradigms.mixture import expected_epochs, mixture_weights
-
     if sizes is None:
         names, sizes = list(MIXTURE_DEMO_SOURCES), list(MIXTURE_DEMO_SOURCES.values())
     names = list(names) if names is not None else [f"source {k}" for k in range(len(sizes))]
@@ -724,63 +462,39 @@ def render_mixture(gamma: float = 0.5, sizes=None, names=None, total_samples: in
             "smallest_repetition": float(e[small])}
 
 
-class MixturePanel:
-    """A gamma slider (0 = uniform over sources, 1 = by size); weights, epochs and repetition re-render."""
-
-    def __init__(self, sizes=None, names=None, total_samples: int = MIXTURE_DEMO_BUDGET, gamma: float = 0.5):
-        import ipywidgets as W
-
-        self.kwargs = dict(sizes=sizes, names=names, total_samples=total_samples)
-        self.control = W.FloatSlider(value=gamma, min=0.0, max=1.0, step=0.05, description="gamma",
-                                     continuous_update=False, readout_format=".2f")
-        self.output = W.HTML()
-        self.renders = 0
-        self.control.observe(self._update, names="value")
-        self._update()
-
-    def _update(self, change=None):
-        self.state = render_mixture(self.control.value, **self.kwargs)
-        self.output.value = self.state["html"]
-        self.renders += 1
-
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([self.control, self.output])
-
-
 # ----------------------------------------------------------------------------- DPO token-weight panel
 
 DPO_DEMO_PAIR = {"chosen": ("3", "good", "and", "the", "<eos>"), "rejected": ("5", "<eos>"),
                  "chosen_logratios": (0.3, 0.1, 0.1, 0.1, 0.2), "rejected_logratios": (-0.4, -0.2)}
 
 
-def render_dpo_weights(beta: float = 0.3, average: bool = False, pair: dict | None = None) -> dict:
+def render_dpo_weights(beta: float = 0.3, reduction: str = "sum", pair: dict | None = None) -> dict:
     """Pure render of the DPO panel: how one pair's loss spreads over its response tokens.
 
     pair: {"chosen", "rejected": token strings; "chosen_logratios", "rejected_logratios": per-token
-    log pi - log ref}. With s = sum (average=False) or mean (average=True) of a response's log-ratios,
+    log pi - log ref}. With s = sum (reduction="sum") or mean (reduction="token_mean") of a response's log-ratios,
     delta = s(y+) - s(y-), L = -log sigma(beta * delta), and the gradient with respect to one token's
     log-prob is -beta * sigma(-beta * delta) * w, with w = 1 (sum) or 1/|y| (mean), positive for rejected
-    tokens. Returns {"html", "text", "delta", "loss", "chosen_weights", "rejected_weights"}.
+    tokens. Both are computed by labkit's dpo_loss and autograd (the closed form is the test). Returns {"html", "text", "delta", "loss", "chosen_weights", "rejected_weights"}.
     """
-    import html as _html
-    import math
-
-    from labkit.checks import ContractError
-
     pair = pair or DPO_DEMO_PAIR
-    if beta <= 0:
+    if not beta > 0:
         raise ContractError(f"beta must be > 0, got {beta}")
     for side in ("chosen", "rejected"):
         if len(pair[side]) != len(pair[f"{side}_logratios"]) or not pair[side]:
             raise ContractError(f"{side}: one log-ratio per token needed")
-    agg = (lambda xs: sum(xs) / len(xs)) if average else sum
-    delta = agg(pair["chosen_logratios"]) - agg(pair["rejected_logratios"])
-    loss = math.log1p(math.exp(-beta * delta)) if beta * delta > -30 else -beta * delta
-    push = beta / (1 + math.exp(beta * delta))                       # beta * sigma(-beta * delta)
-    wc = [push / (len(pair["chosen"]) if average else 1)] * len(pair["chosen"])
-    wr = [push / (len(pair["rejected"]) if average else 1)] * len(pair["rejected"])
+    c = torch.tensor(pair["chosen_logratios"], dtype=torch.float64, requires_grad=True)
+    r = torch.tensor(pair["rejected_logratios"], dtype=torch.float64, requires_grad=True)
+    if reduction not in ("sum", "token_mean"):
+        raise ContractError(f"unknown reduction {reduction!r} for a response's log-ratios; fix: 'sum' or 'token_mean'")
+    agg = torch.mean if reduction == "token_mean" else torch.sum
+    s_c, s_r = agg(c), agg(r)
+    # the log-ratios ride on a reference log-prob (any constant <= -max|s| - 1 keeps every input a log-prob)
+    ref = torch.full((1,), -(abs(float(s_c.detach())) + abs(float(s_r.detach())) + 1.0), dtype=torch.float64)
+    L = dpo_loss(s_c[None] + ref, s_r[None] + ref, ref, ref, beta)
+    L.backward()
+    delta, loss = float((s_c - s_r).detach()), float(L.detach())
+    wc, wr = (-c.grad).tolist(), r.grad.tolist()                    # descent raises chosen, lowers rejected
     scale = max(wc + wr)
     cell = "padding:2px 6px;border:1px solid #ddd;font-family:monospace;font-size:12px;text-align:center"
 
@@ -789,7 +503,7 @@ def render_dpo_weights(beta: float = 0.3, average: bool = False, pair: dict | No
                        f"width:14px;margin:auto'></div>{w:.3f}</td>" for t, w in zip(tokens, weights))
         return f"<tr><th style='{cell}'>{name}</th>{bars}</tr>"
 
-    mode = "mean (length-normalised)" if average else "sum"
+    mode = "mean (length-normalised)" if reduction == "token_mean" else "sum"
     text = (f"{mode}, beta {beta:g}: delta {delta:.3f}, loss {loss:.3f}; push per token: chosen "
             f"{wc[0]:.3f} x {len(wc)} tokens (total {sum(wc):.3f}), rejected {wr[0]:.3f} x {len(wr)} (total {sum(wr):.3f})")
     html = (f"<table style='border-collapse:collapse'>{row('chosen (raise)', pair['chosen'], wc, '#2e9d4a')}"
@@ -797,28 +511,247 @@ def render_dpo_weights(beta: float = 0.3, average: bool = False, pair: dict | No
     return {"html": html, "text": text, "delta": delta, "loss": loss, "chosen_weights": wc, "rejected_weights": wr}
 
 
-class DPOWeightsPanel:
+
+
+# ----------------------------------------------------------------------------- the panels (controls -> render)
+
+class _LearnedPanel(Panel):
+    """A panel with a "what the model learns" view (labkit.widgets.learned) under its contract view:
+    the stored run of the selected state, and a button that trains it now."""
+
+    learned_panel = ""
+
+    def __init__(self):
+        self.learned = LearnedView(self.learned_panel)
+        super().__init__()
+
+    def learned_state(self, **values) -> str | None:
+        raise NotImplementedError
+
+    def on_render(self):
+        self.learned_view = self.learned.show(self.learned_state(**self.values()))
+
+    def extra(self) -> list:
+        return [self.learned.box]
+
+    def static_html(self) -> str:
+        return self.state["html"] + self.learned_view["html"]
+
+
+class ShiftPanel(_LearnedPanel):
+    """Toggle where the shift happens (dataset / loss / both / none); the contract table re-renders,
+    beside a tiny LM trained with that shift."""
+
+    learned_panel = "shift"
+
+    def __init__(self, record: Sequence[int] | None = None, tokenizer: WordTokenizer | None = None, value: str = "loss"):
+        self.record, self.tokenizer, self.value = record, tokenizer, value
+        super().__init__()
+
+    def build_controls(self):
+        return {"control": W.ToggleButtons(options=list(SHIFT_PLACES), value=self.value, description="shift in")}
+
+    def render(self, control):
+        return render_shift(control, self.record, self.tokenizer)
+
+    def learned_state(self, control):
+        return state_key("shift", where=control)
+
+
+def shift_panel(record: Sequence[int] | None = None, tokenizer: WordTokenizer | None = None):
+    """The shift panel as a widget to display."""
+    return ShiftPanel(record, tokenizer).ui()
+
+
+class ContrastiveTemperaturePanel(Panel):
+    """A log slider for tau; the softmax over one query's keys and the split of its push re-render."""
+
+    def __init__(self, similarities=None, positive: int = 0, same_meaning=None, names=None, tau: float = 0.1):
+        self.kwargs = dict(similarities=similarities, positive=positive, same_meaning=same_meaning, names=names)
+        self.tau = tau
+        super().__init__()
+
+    def build_controls(self):
+        return {"control": W.FloatLogSlider(value=self.tau, base=10, min=-2, max=0, step=0.05, description="tau",
+                                            readout_format=".3f", continuous_update=False)}
+
+    def render(self, control):
+        return render_contrastive_temperature(control, **self.kwargs)
+
+
+class SoftTargetPanel(Panel):
+    """A slider for T in [0.5, 10] (and one for the example when logits is [N, C])."""
+
+    def __init__(self, logits=None, names=None, labels=None, T: float = 1.0):
+        z = None if logits is None else torch.as_tensor(logits, dtype=torch.float64)
+        self.rows = None if z is None else (z if z.dim() == 2 else z[None])
+        self.labels, self.names, self.T = labels, names, T
+        super().__init__()
+
+    def build_controls(self):
+        n = 1 if self.rows is None else len(self.rows)
+        return {"control": W.FloatSlider(value=self.T, min=0.5, max=10.0, step=0.5, description="T", continuous_update=False),
+                "example": W.IntSlider(value=0, min=0, max=n - 1, description="example", continuous_update=False)}
+
+    def render(self, control, example):
+        logits = None if self.rows is None else self.rows[example].tolist()
+        label = None if self.labels is None else int(self.labels[example])
+        return render_soft_targets(control, logits, self.names, label)
+
+
+class PaddingPanel(_LearnedPanel):
+    """Choose the padding side and the position policy; the contract tables re-render, beside a tiny
+    LM trained on batches padded that way."""
+
+    learned_panel = "padding"
+
+    def __init__(self, prompts: Sequence[Sequence[int]] | None = None, tokenizer: WordTokenizer | None = None,
+                 side: str = "left", positions: str = "mask"):
+        self.prompts, self.tokenizer, self.start = prompts, tokenizer, (side, positions)
+        super().__init__()
+
+    def build_controls(self):
+        return {"side": W.ToggleButtons(options=["left", "right"], value=self.start[0], description="padding"),
+                "positions": W.ToggleButtons(options=["mask", "arange"], value=self.start[1], description="positions")}
+
+    def render(self, side, positions):
+        return render_padding(side, positions, self.prompts, self.tokenizer)
+
+    def learned_state(self, side, positions):
+        return state_key("padding", side=side, positions=positions)
+
+
+class ReductionPanel(_LearnedPanel):
+    """Choose the reduction; the table of effective token weights re-renders, beside a tiny LM trained with it."""
+
+    learned_panel = "reduction"
+
+    def __init__(self, lengths: Sequence[int] = REDUCTION_LENGTHS, value: str = "token_mean"):
+        self.lengths, self.value = lengths, value
+        super().__init__()
+
+    def build_controls(self):
+        return {"control": W.ToggleButtons(options=list(REDUCTIONS), value=self.value, description="reduction")}
+
+    def render(self, control):
+        return render_reduction(control, self.lengths)
+
+    def learned_state(self, control):
+        return state_key("reduction", reduction=control)
+
+
+class TemperaturePanel(_LearnedPanel):
+    """A log slider for T (stops at 10^(k/4), where the stored runs are) and a choice of the target
+    class; the softmax and gradient bars re-render, beside a tiny LM trained with the loss at T."""
+
+    learned_panel = "temperature"
+
+    def __init__(self, T: float = 1.0, logits=None, names=None, target: int | None = None):
+        self.logits, self.names, self.T = logits, names, T
+        self.options = list(names) if names is not None else (list(DEMO_CLASS_NAMES) if logits is None else
+                                                              [str(k) for k in range(len(logits))])
+        self.start = DEMO_CLASS_TARGET if target is None and logits is None else (target or 0)
+        super().__init__()
+
+    def build_controls(self):
+        return {"control": W.FloatLogSlider(value=self.T, base=10, min=-1, max=1, step=0.25, description="T",
+                                            readout_format=".2f", continuous_update=False),
+                "target": W.Dropdown(options=[(n, i) for i, n in enumerate(self.options)], value=self.start,
+                                     description="target")}
+
+    def arrange(self, controls, output):
+        return [W.HBox(controls), output]
+
+    def render(self, control, target):
+        return render_temperature(control, self.logits, self.names, target)
+
+    def learned_state(self, control, target):
+        return state_key("temperature", T=control)
+
+
+class ScheduledSamplingPanel(Panel):
+    """Pick the schedule shape, alpha_min and the training step (default: half-way through training);
+    the schedule and the mixed prefix re-render."""
+
+    def __init__(self, example: dict | None = None, total_steps: int = 200, alpha_min: float = 0.75,
+                 shape: str = "linear", step: int | None = None):
+        self.example, self.total_steps = example, total_steps
+        self.start = (shape, alpha_min, total_steps // 2 if step is None else step)
+        super().__init__()
+
+    def build_controls(self):
+        shape, alpha_min, step = self.start
+        return {"shape": W.ToggleButtons(options=list(ALPHA_SHAPES), value=shape, description="shape"),
+                "alpha_min": W.FloatSlider(value=alpha_min, min=0.0, max=1.0, step=0.05, description="alpha_min",
+                                           continuous_update=False),
+                "step": W.IntSlider(value=step, min=0, max=self.total_steps, step=max(1, self.total_steps // 50),
+                                    description="step", continuous_update=False)}
+
+    def arrange(self, controls, output):
+        return [controls[0], W.HBox(controls[1:]), output]
+
+    def render(self, shape, alpha_min, step):
+        return render_scheduled_sampling(alpha_min, shape, step, self.total_steps, self.example)
+
+
+class MaskRatioPanel(_LearnedPanel):
+    """Pick the corruption type and the ratio (stops at 0.1 ... 0.9, where the stored runs are) and a
+    seed; the corrupted record and its labels re-render, beside a tiny masked LM trained that way."""
+
+    learned_panel = "mask_ratio"
+
+    def __init__(self, record: str | None = None, ratio: float = 0.3, kind: str = "token", seed: int = 0):
+        self.record, self.start = record, (kind, ratio, seed)
+        self.tokenizer = sentinel_tokenizer(16)[0]
+        super().__init__()
+
+    def build_controls(self):
+        kind, ratio, seed = self.start
+        return {"kind": W.ToggleButtons(options=list(CORRUPTIONS), value=kind, description="corruption"),
+                "ratio": W.FloatSlider(value=ratio, min=MASK_RATIOS[0], max=MASK_RATIOS[-1], step=0.1,
+                                       description="ratio", continuous_update=False, readout_format=".1f"),
+                "seed": W.IntSlider(value=seed, min=0, max=20, description="seed", continuous_update=False)}
+
+    def arrange(self, controls, output):
+        return [controls[0], W.HBox(controls[1:]), output]
+
+    def render(self, kind, ratio, seed):
+        return render_corruption(ratio, kind, self.record, self.tokenizer, seed)
+
+    def learned_state(self, kind, ratio, seed):
+        return state_key("mask_ratio", kind=kind, ratio=ratio)
+
+
+class MixturePanel(Panel):
+    """A gamma slider (0 = uniform over sources, 1 = by size); weights, epochs and repetition re-render."""
+
+    def __init__(self, sizes=None, names=None, total_samples: int = MIXTURE_DEMO_BUDGET, gamma: float = 0.5):
+        self.kwargs, self.gamma = dict(sizes=sizes, names=names, total_samples=total_samples), gamma
+        super().__init__()
+
+    def build_controls(self):
+        return {"control": W.FloatSlider(value=self.gamma, min=0.0, max=1.0, step=0.05, description="gamma",
+                                         continuous_update=False, readout_format=".2f")}
+
+    def render(self, control):
+        return render_mixture(control, **self.kwargs)
+
+
+class DPOWeightsPanel(Panel):
     """A beta slider and a sum/mean toggle; the per-token push of one preference pair re-renders."""
 
-    def __init__(self, pair: dict | None = None, beta: float = 0.3, average: bool = False):
-        import ipywidgets as W
+    def __init__(self, pair: dict | None = None, beta: float = 0.3, reduction: str = "sum"):
+        self.pair, self.start = pair, (beta, reduction)
+        super().__init__()
 
-        self.pair = pair
-        self.beta = W.FloatLogSlider(value=beta, base=10, min=-2, max=1, step=0.05, description="beta",
-                                     continuous_update=False, readout_format=".2f")
-        self.mode = W.ToggleButtons(options=["sum", "mean"], value="mean" if average else "sum", description="log-prob")
-        self.output = W.HTML()
-        self.renders = 0
-        self.beta.observe(self._update, names="value")
-        self.mode.observe(self._update, names="value")
-        self._update()
+    def build_controls(self):
+        beta, reduction = self.start
+        return {"beta": W.FloatLogSlider(value=beta, base=10, min=-2, max=1, step=0.05, description="beta",
+                                         continuous_update=False, readout_format=".2f"),
+                "mode": W.ToggleButtons(options=["sum", "token_mean"], value=reduction, description="log-prob")}
 
-    def _update(self, change=None):
-        self.state = render_dpo_weights(self.beta.value, self.mode.value == "mean", self.pair)
-        self.output.value = self.state["html"]
-        self.renders += 1
+    def arrange(self, controls, output):
+        return [W.HBox(controls), output]
 
-    def ui(self):
-        import ipywidgets as W
-
-        return W.VBox([W.HBox([self.beta, self.mode]), self.output])
+    def render(self, beta, mode):
+        return render_dpo_weights(beta, mode, self.pair)
