@@ -46,10 +46,12 @@ import labkit
 from labkit import IGNORE
 from labkit.claims import check, claim, ledger, summary
 from labkit.paradigms.distillation import log_log_slope   # least-squares slope of log y on log x
+from labkit.predict import ask, reveal
 from labkit.paradigms.supervised import ce_logit_grad, competitors_holding, temperature_push
 from labkit.exercises.supervised import check_ce_grad, check_chunked_logsumexp
-from labkit.reduce import (CHUNK_ELEMENTS, ce_memory_benchmark, chunked_cross_entropy, full_logits_cross_entropy,
-                           measure_peak_memory, reduce, token_cross_entropy)
+from labkit.reduce import (CHUNK_ELEMENTS, chunked_cross_entropy, full_logits_cross_entropy, reduce,
+                           token_cross_entropy)
+from labkit.memory import ce_memory_benchmark, measure_peak_memory
 from labkit.widgets import DEMO_CLASS_LOGITS, DEMO_CLASS_NAMES, DEMO_CLASS_TARGET, demo_vocab_logits
 
 SEED, DEVICE = labkit.setup_notebook()
@@ -142,6 +144,15 @@ _ = check("01.push_balances_pull", max(abs(s["grad_sum"]) for s in pushes.values
           text="max |sum of the gradient| over the three T")
 
 # %% [markdown]
+# **Predict first.** Before reading the claims: at $T = 3$, what share of the total push do the 10
+# strongest of the 2047 competitors receive? Commit a number with the slider (in a running notebook).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+q_spread = ask("01.top10_share_T3", f"At T = 3, what share of the push do the {TOP} strongest of the "
+               f"{len(z_vocab) - 1} competitors receive?", number=(0.0, 1.0, 0.05))
+
+# %% [markdown]
 # **Claim.** At low temperature the push sits on a few competitors: at $T = 0.3$ the 10 strongest
 # take nearly all of it. At high temperature it spreads over the vocabulary: at $T = 3$ the same 10
 # take a small share, and it takes hundreds of competitors to hold half of it. $T = 1$ lies between.
@@ -156,6 +167,7 @@ claim("01.top10_share_T3", pushes[3.0]["top_share"], below=0.1, fmt=".3f",
 _ = claim("01.half_push_competitors_T3", competitors_holding(pushes[3.0]["cum_share"], HALF), above=100, fmt=".0f",
           text="competitors holding half of the push at T=3", control="the same at T=0.3",
           control_value=competitors_holding(pushes[0.3]["cum_share"], HALF))
+_ = reveal(q_spread, pushes[3.0]["top_share"])
 
 # %% [markdown]
 # The two views side by side: on the left, the push each of the 2047 other logits receives, by rank
@@ -185,10 +197,15 @@ plt.show()
 # bars redraw the softmax and the gradient $(p - \text{onehot})/T$ for the six words and for the
 # 2048-word vocabulary, with the share of the push held by the 10 strongest competitors and how
 # many competitors hold half of it.
+#
+# Under the contract view, **what the model learns** in that state: a tiny model trained with it
+# (a TinyCausalLM on MarkovWorld blocks trained with the loss at that $T$; the stored run comes from `make panel-data`), its loss curve against the known floor,
+# the next-token accuracy, the entropy of its predictions with and without $T$ and a few samples. The button "train this state now" retrains the selected state live
+# (a few seconds on a CPU) and shows it beside the stored run.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from labkit.widgets import TemperaturePanel, render_temperature  # noqa: E402
+from labkit.widgets import TemperaturePanel, render_learned, render_temperature  # noqa: E402
 
 TemperaturePanel().ui()
 
@@ -197,6 +214,8 @@ TemperaturePanel().ui()
 
 # %%
 print(render_temperature(1.0)["text"])
+for T in ("0.1", "1", "10"):
+    print(f"  learned at T = {T}:", render_learned("temperature", T)["text"])
 
 # %% [markdown]
 # ## 3. Large vocabularies: chunked cross-entropy
@@ -295,6 +314,15 @@ _ = check("01.bench_same_loss", max(abs(by[V_, "full"]["loss"] - by[V_, "chunked
           text="max |full - chunked| loss over the three V")
 
 # %% [markdown]
+# **Predict first**, before the claims: how much memory does chunking save at the largest $V$?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+CHUNK_CHOICES = ["under a quarter of it", "a quarter to three quarters of it", "about the same or more"]
+q_chunked = ask("01.chunked_vs_full_peak", "At the largest V, how large is the chunked path's peak memory, "
+                "compared with the full path's?", choices=CHUNK_CHOICES)
+
+# %% [markdown]
 # **Claim.** At the largest $V$ the full path holds at least two $[N, V]$ float32 matrices at its
 # peak (the measured peak is three: plausibly the logits, the log-probabilities autograd saves and
 # their gradient), while the chunked path stays below a quarter of its peak. Over $V$, the full
@@ -317,6 +345,8 @@ claim("01.full_peak_slope", log_log_slope(VS, full_peaks), between=(0.9, 1.1), f
       text="log-log slope of the full path's peak over V")
 claim("01.chunked_peak_slope", log_log_slope(VS, chunk_peaks), below=0.25, fmt=".3f",
       text="log-log slope of the chunked path's peak over V")
+ratio = by[big, "chunked"]["peak_bytes"] / by[big, "full"]["peak_bytes"]
+reveal(q_chunked, CHUNK_CHOICES[0] if ratio < 0.25 else CHUNK_CHOICES[1] if ratio < 0.75 else CHUNK_CHOICES[2])
 _ = check("01.chunked_growth_is_weight_grad", (chunk_peaks[-1] - chunk_peaks[0]) / MiB,
           (VS[-1] - VS[0]) * D_BENCH * 4 / MiB, 0.5, fmt=".1f",
           text=f"chunked peak at V={VS[-1]} minus at V={VS[0]} (MiB; expected: the growth of the [V, d] float32 gradient)")

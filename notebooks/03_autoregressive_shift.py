@@ -46,6 +46,7 @@ from labkit.checks import ContractError, assert_golden_shift, golden_shift_table
 from labkit.claims import check, claim, compare, summary
 from labkit.data import KBackSource, MarkovWorld
 from labkit.models import TinyCausalLM
+from labkit.predict import ask, reveal
 from labkit.paradigms.autoregressive import (ar_example, causal_lm_loss, causal_lm_token_losses, generate,
                                              offset_accuracy)
 from labkit.exercises.autoregressive import check_fixed_batch
@@ -132,6 +133,16 @@ print(contract_text({k: torch.tensor([v]) for k, v in example.items()}, tokenize
 # accuracy, accuracy at *t+2*, the held-out value of the loss it was trained with, and the share
 # of legal word pairs in 16 samples at temperature 1 from "<bos> the" (known: $P_{ab} > 0$).
 
+# %% [markdown]
+# **Predict first** (in a running notebook, commit an answer; the measurements below reveal it).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+LOSS_CHOICES = ["it falls, like the correct one", "it stays flat", "it diverges"]
+TASK_CHOICES = ["the next token", "the token two steps ahead", "neither (about chance)"]
+q_loss = ask("03.double_loss_falls", "Trained with the double shift, does the training loss fall?", choices=LOSS_CHOICES)
+q_task = ask("03.double_gap_to_t2_bayes", "Which token does the double-shift model learn to predict?", choices=TASK_CHOICES)
+
 # %%
 world = MarkovWorld(tokenizer=tok)
 SEEDS = [SEED, SEED + 1, SEED + 2]
@@ -209,6 +220,11 @@ claim("03.double_loss_at_H2", max(abs(L - H2) / abs(L - H1) for L in per_seed("d
       text="double shift, worst seed: |held-out loss - H2| / |held-out loss - H1|", fmt=".3f")
 _ = claim("03.correct_loss_at_H1", max(abs(L - H1) / abs(L - H2) for L in per_seed("correct", "held_out")), below=0.25,
           text="shift once, worst seed: |held-out loss - H1| / |held-out loss - H2|", fmt=".3f")
+drop = min(per_seed("double", "drop"))
+reveal(q_loss, LOSS_CHOICES[0] if drop > 1.0 else LOSS_CHOICES[2] if drop < -0.1 else LOSS_CHOICES[1])
+next_acc, t2_acc = (sum(per_seed("double", k)) / len(SEEDS) for k in ("next_acc", "t2_acc"))
+_ = reveal(q_task, TASK_CHOICES[1] if t2_acc > max(next_acc, 0.5 * best2) else
+           TASK_CHOICES[0] if next_acc > 0.5 * best1 else TASK_CHOICES[2])
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -343,19 +359,26 @@ _ = claim("03.short_context_not_below_log10", min((r["loss"] - H_short) / r["se"
 #
 # Choose where the shift happens: in the dataset, in the loss, in both, or nowhere. The table is
 # recomputed from the loss gradient each time (no hard-coded answer).
+#
+# Under the contract view, **what the model learns** in that state: a tiny model trained with it
+# (a TinyCausalLM on MarkovWorld blocks; the stored run comes from `make panel-data`), its loss curve against the known floor,
+# the accuracy at offsets 0, 1 and 2 and a few samples. The button "train this state now" retrains the selected state live
+# (a few seconds on a CPU) and shows it beside the stored run.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from labkit.widgets import SHIFT_PLACES, render_shift, shift_panel  # noqa: E402
+from labkit.widgets import SHIFT_PLACES, render_learned, render_shift, shift_panel  # noqa: E402
 
 shift_panel()
 
 # %% [markdown]
-# Without a widget front end (GitHub, nbviewer), here is every state of the panel as text:
+# Without a widget front end (GitHub, nbviewer), here is every state of the panel as text, each
+# with what its stored tiny model learned:
 
 # %%
 for where in SHIFT_PLACES:
     print(render_shift(where)["text"])
+    print("  learned:", render_learned("shift", where)["text"])
 
 # %% [markdown]
 # ## 6. Try it

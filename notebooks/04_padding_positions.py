@@ -51,6 +51,7 @@ from labkit.checks import audit
 from labkit.claims import check, claim, compare, summary
 from labkit.data import MarkovWorld
 from labkit.models import HFLogits, TinyCausalLM
+from labkit.predict import ask, reveal
 from labkit.paradigms.autoregressive import (causal_lm_loss, causal_lm_token_losses, continuation_logits,
                                              decode_agreement, generate, generate_cached, next_positions)
 from labkit.exercises.autoregressive import check_next_positions, check_position_ids
@@ -123,10 +124,16 @@ _ = check("04.audit_flags_the_moved_layout", sum(flagged[k] == kept[k] for k in 
 # Pick the side and the position policy; the contract tables re-render, with a verdict per row:
 # does the row keep its solo positions, and is its last column a real token (the one that picks
 # the next token when decoding)?
+#
+# Under the contract view, **what the model learns** in that state: a tiny model trained with it
+# (a TinyCausalLM on MarkovWorld sentences, batches padded that way; the stored run comes from `make panel-data`), its loss curve against the known floor,
+# the held-out loss at each sentence's own positions, how often batched greedy decoding
+# (left-padded, same position policy) equals decoding alone, and a few samples. The button "train this state now" retrains the selected state live
+# (a few seconds on a CPU) and shows it beside the stored run.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from labkit.widgets import PaddingPanel, render_padding  # noqa: E402
+from labkit.widgets import PaddingPanel, render_learned, render_padding  # noqa: E402
 
 PaddingPanel().ui()
 
@@ -137,6 +144,7 @@ PaddingPanel().ui()
 for side in ["left", "right"]:
     for policy in ["mask", "arange"]:
         print(render_padding(side, policy)["text"])
+        print("  learned:", render_learned("padding", f"{side}/{policy}")["text"])
 
 # %% [markdown]
 # ## 3. Training with right padding
@@ -213,6 +221,16 @@ for (kind, seed), r in runs.items():
           f"{r['real']:.3f} | on padding targets {r['pad']:.3f} ({r['pad_share']:.0%} of all next tokens)")
 
 # %% [markdown]
+# **Predict first** (commit in a running notebook; the comparisons below reveal the answers).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+LOSS_VERDICTS = {"A better": "lower", "no detectable difference": "no detectable difference", "A worse": "higher"}
+q_reported = ask("04.reported_loss", "Labels = input_ids after padding (pads become targets): compared with pads "
+                 "at -100, the reported training loss is ...", choices=list(LOSS_VERDICTS.values()))
+q_real = ask("04.real_token_loss", "... and the held-out loss on the real tokens is ...", choices=list(LOSS_VERDICTS.values()))
+
+# %% [markdown]
 # **Claims.** Over three seeds: the run that supervises padding *reports* a lower training loss,
 # yet its held-out loss on the real tokens is no different (differences smaller than 0.02 nats are
 # not called). The explanation, measured: a `<pad>` after `<eos>` (and after another `<pad>`) is
@@ -225,12 +243,14 @@ def per_seed(kind, key):
 
 
 matched = ["model and initial weights", "sentences and order", "steps, batch, lr", "collator apart from the labels"]
-compare("04.reported_loss", per_seed("pads supervised", "reported"), per_seed("correct", "reported"), seeds=SEEDS,
+reported = compare("04.reported_loss", per_seed("pads supervised", "reported"), per_seed("correct", "reported"), seeds=SEEDS,
         arms=("pads supervised", "pads -100"), metric="reported training loss, last 20 steps (nats)",
         higher_is_better=False, expect="A better", matched_on=matched)
-compare("04.real_token_loss", per_seed("pads supervised", "real"), per_seed("correct", "real"), seeds=SEEDS,
+real = compare("04.real_token_loss", per_seed("pads supervised", "real"), per_seed("correct", "real"), seeds=SEEDS,
         arms=("pads supervised", "pads -100"), metric="held-out loss on real tokens (nats; |effect| < 0.02 not called)",
         higher_is_better=False, min_effect=0.02, expect="no detectable difference", matched_on=matched)
+reveal(q_reported, LOSS_VERDICTS[reported["verdict"]])
+reveal(q_real, LOSS_VERDICTS[real["verdict"]])
 _ = claim("04.padding_targets_trivial", max(per_seed("pads supervised", "pad")), below=0.05,
           text="pads supervised, worst seed: held-out loss on padding targets (nats)", fmt=".3f")
 

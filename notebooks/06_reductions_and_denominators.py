@@ -43,9 +43,11 @@ import torch
 import labkit
 from labkit.batch import collate
 from labkit.data import MarkovWorld
-from labkit.dist import data_parallel_step, run_ranks
+from labkit.dist import run_ranks
 from labkit.models import TinyCausalLM
-from labkit.paradigms.autoregressive import causal_lm_loss, causal_lm_token_losses, next_token_targets
+from labkit.predict import ask, reveal
+from labkit.paradigms.autoregressive import (causal_lm_loss, causal_lm_token_losses, data_parallel_step,
+                                             next_token_targets)
 from labkit.claims import check, claim, summary
 from labkit.reduce import REDUCTIONS, effective_weights, micro_batch_mean_gaps, reduce, simulate_ranks
 from labkit.exercises.reductions import check_ddp_rank_loss, check_micro_batch_loss
@@ -71,10 +73,15 @@ tok = seed_vocab()
 # | `batch_mean` | $B$ | $1/B$ |
 #
 # The panel: choose a reduction, the weights re-render.
+#
+# Under the contract view, **what the model learns** in that state: a tiny model trained with it
+# (a TinyCausalLM on MarkovWorld sentences, loss reduced that way; the stored run comes from `make panel-data`), its loss curve against the known floor,
+# the held-out loss per token on all, short and long sentences, and a few samples. The button "train this state now" retrains the selected state live
+# (a few seconds on a CPU) and shows it beside the stored run.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from labkit.widgets import ReductionPanel, render_reduction  # noqa: E402
+from labkit.widgets import ReductionPanel, render_learned, render_reduction  # noqa: E402
 
 ReductionPanel().ui()
 
@@ -85,6 +92,7 @@ ReductionPanel().ui()
 states = {how: render_reduction(how) for how in REDUCTIONS}
 for how, st in states.items():
     print(st["text"])
+    print("  learned:", render_learned("reduction", how)["text"])
 
 # %% [markdown]
 # **Checks (true by construction, read off autograd).** Under `token_mean` every token weighs the
@@ -160,6 +168,14 @@ for name, (loss, grad) in results.items():
           f"{float((grad - ref_grad).norm() / ref_grad.norm()):.1%}")
 
 # %% [markdown]
+# **Predict first** (commit in a running notebook; the claims below reveal it).
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+q_grad = ask("06.lopsided_grad_gap", "With the mean of the two micro-batch means, how far is the gradient from the "
+             "full batch's (|g - g_full| / |g_full|)?", number=(0.0, 2.0, 0.1))
+
+# %% [markdown]
 # **Claims, on this lopsided split.** The mean of micro-batch means is more than 3% away from the
 # full-batch token mean (the 7 targets of the short sentence get half the weight), and its gradient
 # is far from the full-batch gradient. **Check.** Dividing each micro-batch's sum by the global
@@ -176,6 +192,7 @@ claim("06.lopsided_grad_gap", float((mom_grad - ref_grad).norm() / ref_grad.norm
       text="its gradient: |g_mean_of_means - g_full| / |g_full|")
 check("06.global_count_grad", (gc_grad - ref_grad).abs().max(), 0, 1e-6, text="sum / global count: max |gradient difference|")
 _ = check("06.global_count_loss", gc_loss, ref_loss, 1e-6, text="sum / global count: loss", fmt=".4f")
+_ = reveal(q_grad, float((mom_grad - ref_grad).norm() / ref_grad.norm()))
 
 # %% [markdown]
 # ### How large is the gap on ordinary batches?
@@ -200,6 +217,12 @@ abs_gaps = gaps.abs()
 print(f"|relative gap| over 2000 random batches: median {abs_gaps.median():.4f}, 95th percentile "
       f"{abs_gaps.quantile(0.95):.4f}, max {abs_gaps.max():.4f}; signed mean {gaps.mean():+.4f}")
 
+# %%
+# NBVAL_IGNORE_OUTPUT
+GAP_CHOICES = ["under 2%", "2% to 10%", "over 10%"]
+q_random = ask("06.random_gap_median", "On random batches (4 micro-batches of 4 sentences), what is the median "
+               "|relative loss gap| of the mean of micro-batch means?", choices=GAP_CHOICES)
+
 # %% [markdown]
 # **Claims.** On random batches of this data the loss gap is typically small (median under 2%),
 # and the lopsided split above lies beyond the 95th percentile of random batches: it shows the
@@ -210,6 +233,8 @@ claim("06.random_gap_median", abs_gaps.median(), below=0.02, fmt=".4f",
       text="random 4 x 4 batches: median |relative gap|")
 _ = claim("06.lopsided_beyond_random", rel_gap, above=abs_gaps.quantile(0.95), fmt=".4f",
           text="lopsided split's gap vs the random batches' 95th percentile")
+med = float(abs_gaps.median())
+_ = reveal(q_random, GAP_CHOICES[0] if med < 0.02 else GAP_CHOICES[1] if med < 0.10 else GAP_CHOICES[2])
 
 # %% [markdown]
 # ## 3. Data-parallel ranks, for real
@@ -218,7 +243,7 @@ _ = claim("06.lopsided_beyond_random", rel_gap, above=abs_gaps.quantile(0.95), f
 # (that part is DDP's). The loss each rank backpropagates is the user's choice: calling the usual
 # token-mean loss on each shard makes it the rank's own token mean, and the objective becomes the
 # mean of rank means, the same mistake as above one level up. The fix: all-reduce the target count first and let each rank
-# backpropagate $R\,S_r / N$ (`labkit.reduce.rank_loss(mode="global_count")`); after averaging,
+# backpropagate $R\,S_r / N$ (`labkit.reduce.rank_loss(reduction="global_count")`); after averaging,
 # the gradient is that of $\sum_r S_r / N$.
 #
 # `labkit.dist.run_ranks` starts 2 processes with `torch.distributed` (gloo backend, 127.0.0.1,
@@ -244,11 +269,11 @@ simulated = {}
 for mode in ["local_mean", "global_count"]:
     def objective(mode=mode):
         per_rank = [causal_lm_token_losses(model(**b.model_inputs()), b.labels) for b in micro]
-        sim = simulate_ranks([l for l, _ in per_rank], [m for _, m in per_rank], mode=mode)
+        sim = simulate_ranks([l for l, _ in per_rank], [m for _, m in per_rank], reduction=mode)
         simulated[mode] = sim
         return sim["objective"]
     simulated[mode + " grad"] = grads_of(objective)
-    real_avg = sum(r["modes"][mode]["loss"] for r in real) / len(real)
+    real_avg = sum(r["reductions"][mode]["loss"] for r in real) / len(real)
     print(f"{mode:>12}: objective {simulated[mode]['objective'].item():.4f} simulated, {real_avg:.4f} on real ranks")
 
 # %% [markdown]
@@ -260,20 +285,20 @@ for mode in ["local_mean", "global_count"]:
 # gradients).
 
 # %%
-sim_vs_real_loss = max(abs(r["modes"][m]["loss"] - simulated[m]["losses"][r["rank"]].item())
+sim_vs_real_loss = max(abs(r["reductions"][m]["loss"] - simulated[m]["losses"][r["rank"]].item())
                        for m in ["local_mean", "global_count"] for r in real)
-sim_vs_real_grad = max(float((r["modes"][m]["grad"] - simulated[m + " grad"][1]).abs().max())
+sim_vs_real_grad = max(float((r["reductions"][m]["grad"] - simulated[m + " grad"][1]).abs().max())
                        for m in ["local_mean", "global_count"] for r in real)
-rank_vs_rank = max(float((real[0]["modes"][m]["grad"] - real[1]["modes"][m]["grad"]).abs().max())
+rank_vs_rank = max(float((real[0]["reductions"][m]["grad"] - real[1]["reductions"][m]["grad"]).abs().max())
                    for m in ["local_mean", "global_count"])
 check("06.sim_equals_real_loss", sim_vs_real_loss, 0, 1e-5, text="max |real - simulated| rank loss")
 check("06.sim_equals_real_grad", sim_vs_real_grad, 0, 1e-6, text="max |real - simulated| averaged gradient")
 check("06.ranks_agree", rank_vs_rank, 0, 0, text="max |rank 0 - rank 1| averaged gradient")
 check("06.rank_means_are_micro_means", simulated["local_mean"]["objective"].item(), mom_loss, 1e-6, fmt=".4f",
       text="mean of rank means (objective)")
-check("06.rank_means_grad", (real[0]["modes"]["local_mean"]["grad"] - mom_grad).abs().max(), 0, 1e-6,
+check("06.rank_means_grad", (real[0]["reductions"]["local_mean"]["grad"] - mom_grad).abs().max(), 0, 1e-6,
       text="local_mean ranks vs mean of micro-batch means: max |gradient difference|")
-_ = check("06.all_reduced_grad", (real[0]["modes"]["global_count"]["grad"] - ref_grad).abs().max(), 0, 1e-6,
+_ = check("06.all_reduced_grad", (real[0]["reductions"]["global_count"]["grad"] - ref_grad).abs().max(), 0, 1e-6,
           text="global_count ranks vs full batch: max |gradient difference|")
 
 # %% [markdown]
@@ -409,7 +434,7 @@ print("exercise 2: averaged over ranks, the loss is the global token mean")
 #
 # | where the denominator lives | wrong | right |
 # |---|---|---|
-# | one batch | sequence mean when you meant tokens (or the reverse) | say which: `reduce(how=...)` returns it |
+# | one batch | sequence mean when you meant tokens (or the reverse) | say which: `reduce(reduction=...)` returns it |
 # | gradient accumulation | mean of micro-batch means | micro-batch sums / global count |
 # | data-parallel ranks | average of rank means | all-reduce sums and counts; loss_r = R·S_r/N |
 # | sample weights | per-micro-batch weighted means | global weighted count |

@@ -41,6 +41,7 @@ from labkit import IGNORE
 from labkit.claims import check, claim, compare, summary
 from labkit.data import MarkovWorld
 from labkit.models import TinyTransformer
+from labkit.predict import ask, reveal
 from labkit.paradigms.masked import (bert_mask, corruption_stats, diffusion_corrupt, diffusion_loss,
                                      diffusion_weights, masked_lm_loss, random_other_tokens, sentinel_tokenizer,
                                      span_corrupt, span_noise_mask, span_reconstruct, token_accuracy,
@@ -216,21 +217,33 @@ def arm(recipe, key):
 # - does the source of the random 10% matter, at the replaced positions?
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+INTACT = {"A better": "80/10/10", "no detectable difference": "no detectable difference", "A worse": "<mask> only"}
+SHOWN = {"A better": "80/10/10 is better", "no detectable difference": "no detectable difference",
+         "A worse": "80/10/10 is worse"}
+q_intact = ask("08.no_mask_intact", "Input without any <mask>: which recipe predicts the clean token better at the "
+               "intact positions?", choices=list(INTACT.values()))
+q_shown = ask("08.mask_shown", "On the pre-training task itself (<mask> shown), does 80/10/10 cost accuracy?",
+              choices=list(SHOWN.values()))
+
+# %%
 matched = ["steps and batch size", "training rows", "chosen positions (15%) per step", "initialisation",
            "loss on the chosen positions", "evaluation rows and corruptions"]
-compare("08.no_mask_intact", arm("80/10/10", "intact"), arm("<mask> only", "intact"), seeds=BERT_SEEDS,
+intact = compare("08.no_mask_intact", arm("80/10/10", "intact"), arm("<mask> only", "intact"), seeds=BERT_SEEDS,
         arms=("80/10/10", "<mask> only"), metric="accuracy at intact tokens, input without <mask>",
         expect="A better", matched_on=matched)
 compare("08.no_mask_replaced", arm("80/10/10", "replaced"), arm("<mask> only", "replaced"), seeds=BERT_SEEDS,
         arms=("80/10/10", "<mask> only"), metric="accuracy at replaced tokens, input without <mask>",
         expect="A better", matched_on=matched)
-compare("08.mask_shown", arm("80/10/10", "masked"), arm("<mask> only", "masked"), seeds=BERT_SEEDS,
+shown = compare("08.mask_shown", arm("80/10/10", "masked"), arm("<mask> only", "masked"), seeds=BERT_SEEDS,
         arms=("80/10/10", "<mask> only"), metric="accuracy at the same positions shown as <mask>",
         expect="no detectable difference", matched_on=matched)
 _ = compare("08.replacement_source", arm("80/10/10", "replaced"), arm("80/10/10, whole vocabulary", "replaced"),
             seeds=BERT_SEEDS, arms=("data words", "whole vocabulary"),
             metric="accuracy at replaced tokens, input without <mask>", expect="A better",
             matched_on=matched + ["80/10/10 split; only the pool of random tokens differs"])
+reveal(q_intact, INTACT[intact["verdict"]])
+_ = reveal(q_shown, SHOWN[shown["verdict"]])
 
 # %% [markdown]
 # What the comparisons say. Without `<mask>` in the input, the `<mask>`-only model is unreliable
@@ -303,10 +316,16 @@ _ = check("08.span_restored", span_stats["rows restored exactly"], 1.0, 0, text=
 # tokens that look normal; span corruption turns runs into sentinels and moves the targets into a
 # separate sequence; deletion leaves no trace of *where* text was removed and grades the whole
 # clean sequence.
+#
+# Under the contract view, **what the model learns** in that state: a tiny model trained with it
+# (a bidirectional TinyTransformer on MarkovWorld windows; span noise is shown as one `<mask>`
+# per token there, an encoder-only stand-in for T5's sentinels; the stored run comes from `make panel-data`), its loss curve against the known floor,
+# the accuracy at the targets next to the exact posterior's and a few samples. The button "train this state now" retrains the selected state live
+# (a few seconds on a CPU) and shows it beside the stored run.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from labkit.widgets import CORRUPTIONS, MaskRatioPanel, render_corruption  # noqa: E402
+from labkit.widgets import CORRUPTIONS, MaskRatioPanel, render_corruption, render_learned  # noqa: E402
 
 MaskRatioPanel(ratio=0.3).ui()
 
@@ -315,7 +334,8 @@ MaskRatioPanel(ratio=0.3).ui()
 
 # %%
 for kind in CORRUPTIONS:
-    print(render_corruption(0.3, kind)["text"], end="\n\n")
+    print(render_corruption(0.3, kind)["text"])
+    print("  learned:", render_learned("mask_ratio", f"{kind}/0.3")["text"], end="\n\n")
 
 # %% [markdown]
 # ## 4. A masked-diffusion LM: one noise level per row
@@ -328,7 +348,7 @@ for kind in CORRUPTIONS:
 # | weighting | weight of a masked token in row *b* | a row's total weight |
 # |---|---|---|
 # | `token_mean` (BERT's usual mean) | $1/\sum_b \lvert M_b\rvert$ | ∝ its number of masks ∝ $t_b$ |
-# | `per_sequence` (normalise by $\lvert M_t\rvert$) | $1/(B\,\lvert M_b\rvert)$ | $1/B$, whatever $t_b$ |
+# | `sequence_mean` (normalise by $\lvert M_t\rvert$) | $1/(B\,\lvert M_b\rvert)$ | $1/B$, whatever $t_b$ |
 # | `elbo` ($1/t$, divided by all tokens) | $1/(t_b\,B\,T)$ | $\lvert M_b\rvert/(t_b B T)$: $1/B$ on average |
 #
 # The ELBO weighting makes the loss an upper bound on the negative log-likelihood per token. We
@@ -339,7 +359,7 @@ probe_rows = stream[:4096]
 _, probe_labels, probe_t = diffusion_corrupt(probe_rows, tok.mask_id, generator=gen)
 probe_masked = probe_labels.ne(IGNORE)
 row_weight = {w: diffusion_weights(probe_masked, probe_t, w).sum(1) * len(probe_rows)
-              for w in ["token_mean", "per_sequence", "elbo"]}        # x B, so 1 = an average row
+              for w in ["token_mean", "sequence_mean", "elbo"]}        # x B, so 1 = an average row
 bins = [(0.0, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0)]
 in_bin = [(probe_t >= lo) & (probe_t < hi) for lo, hi in bins]
 print(f"{'row weight x B':<16}" + "".join(f"  t in [{lo:.2f},{hi:.2f})" for lo, hi in bins))
@@ -375,14 +395,14 @@ plt.show()
 # bin is more than twice that of the highest (a claim: measured, not fixed).
 
 # %%
-tm, ps, el = weight_table["token_mean"], weight_table["per_sequence"], weight_table["elbo"]
+tm, ps, el = weight_table["token_mean"], weight_table["sequence_mean"], weight_table["elbo"]
 has_mask = probe_masked.any(1)
 check("08.token_mean_ratio", tm[-1][0] / tm[0][0], 0.875 / 0.125, 1.0,
       text="token mean: row weight, t >= 0.75 bin / t < 0.25 bin")
 # float-rounding residues rounded to 6 decimals (they differ between machines); the tolerance is 1e-5
-check("08.per_sequence_flat", round((row_weight["per_sequence"][has_mask] - 1).abs().max().item(), 6), 0.0, 1e-5,
+check("08.sequence_mean_flat", round((row_weight["sequence_mean"][has_mask] - 1).abs().max().item(), 6), 0.0, 1e-5,
       text="per sequence: max |row weight - 1| over rows with a mask")
-check("08.per_sequence_empty_rows", round(ps[0][0], 6), round(has_mask[in_bin[0]].float().mean().item(), 6), 1e-5,
+check("08.sequence_mean_empty_rows", round(ps[0][0], 6), round(has_mask[in_bin[0]].float().mean().item(), 6), 1e-5,
       text="per sequence: low-t bin mean vs share of its rows with a mask")
 check("08.elbo_flat_on_average", max(abs(mu - 1) for mu, _ in el), 0.0, 0.15,
       text="ELBO: largest |bin mean - 1|")
@@ -416,7 +436,7 @@ def kl_to_truth(model):
 
 STEPS, BATCH = 600, 32
 models, histories, kl_curves = {}, {}, {}
-for weighting in ["per_sequence", "elbo"]:
+for weighting in ["sequence_mean", "elbo"]:
     torch.manual_seed(SEED)
     model = TinyTransformer(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=L, causal=False)
     corrupt_gen = torch.Generator().manual_seed(SEED + 3)
@@ -458,7 +478,7 @@ entropy = -torch.where(truth > 0, truth * truth.clamp_min(1e-300).log(), torch.z
 kl_final = {w: kl_to_truth(m) for w, m in models.items()}
 levels = [(0.0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1.0)]
 print(f"{'KL (nats)':<26}" + "".join(f"  t in [{lo:.2f},{hi:.2f})" for lo, hi in levels) + f"{'all':>8}")
-for name, values in [("per_sequence model", kl_final["per_sequence"]), ("elbo model", kl_final["elbo"]),
+for name, values in [("sequence_mean model", kl_final["sequence_mean"]), ("elbo model", kl_final["elbo"]),
                      ("stationary guess", kl_unigram), ("entropy of the truth", entropy)]:
     cells = "".join(f"{values[(row_t >= lo) & (row_t < hi)].mean().item():>18.3f}" for lo, hi in levels)
     print(f"{name:<26}{cells}{values.mean().item():>8.3f}")
@@ -528,17 +548,17 @@ def validity(samples):
 torch.manual_seed(SEED)
 untrained = TinyTransformer(len(tok), d_model=48, n_layers=2, n_heads=4, max_len=L, causal=False).to(DEVICE)
 valid, samples = {}, {}
-for name, m in [("per_sequence", models["per_sequence"]), ("elbo", models["elbo"]), ("untrained", untrained)]:
+for name, m in [("sequence_mean", models["sequence_mean"]), ("elbo", models["elbo"]), ("untrained", untrained)]:
     samples[name] = unmask_sample(m, 512, L, tok.mask_id, steps=L, generator=torch.Generator().manual_seed(SEED))
     valid[name] = validity(samples[name])
     print(f"{name:<13} valid {valid[name]:.2f} | distinct samples {len(set(map(tuple, samples[name].tolist())))} of 512")
     for s in samples[name][:2]:
         print("   ", tok.decode(s))
-random_order = unmask_sample(models["per_sequence"], 512, L, tok.mask_id, steps=L, order="random",
+random_order = unmask_sample(models["sequence_mean"], 512, L, tok.mask_id, steps=L, order="random",
                              generator=torch.Generator().manual_seed(SEED))
 valid["random order"] = validity(random_order)
 print(f"{'random order':<13} valid {valid['random order']:.2f} | distinct samples "
-      f"{len(set(map(tuple, random_order.tolist())))} of 512 (per_sequence model, unmasked in a random order)")
+      f"{len(set(map(tuple, random_order.tolist())))} of 512 (sequence_mean model, unmasked in a random order)")
 print(f"{'the source':<13} valid {validity(val):.2f} | distinct passages {len(set(map(tuple, val.tolist())))} of 512")
 
 # %% [markdown]
@@ -553,18 +573,18 @@ print(f"{'the source':<13} valid {validity(val):.2f} | distinct passages {len(se
 # conditional as it is. Either way, the sampler's order is part of the generative model.
 
 # %%
-for w in ("per_sequence", "elbo"):
+for w in ("sequence_mean", "elbo"):
     claim(f"08.validity_{w}", valid[w], above=0.7, text=f"{w} model: share of valid passages",
           control="untrained network, same sampler", control_value=valid["untrained"])
 claim("08.validity_untrained", valid["untrained"], below=0.05, text="untrained network: share of valid passages")
 distinct = {name: len(set(map(tuple, x.tolist()))) for name, x in
-            [("confidence", samples["per_sequence"]), ("random order", random_order), ("source", val)]}
+            [("confidence", samples["sequence_mean"]), ("random order", random_order), ("source", val)]}
 claim("08.confidence_order_variety", distinct["confidence"] / distinct["source"], below=0.5,
       text="distinct passages, confidence order / source")
 claim("08.random_order_variety", distinct["random order"] / distinct["source"], above=0.9,
       text="distinct passages, random order / source")
-_ = claim("08.random_order_validity_cost", valid["per_sequence"] - valid["random order"], above=0.2,
-          text="validity, confidence order - random order (per_sequence model)")
+_ = claim("08.random_order_validity_cost", valid["sequence_mean"] - valid["random order"], above=0.2,
+          text="validity, confidence order - random order (sequence_mean model)")
 
 # %% [markdown]
 # ## 7. Try it
@@ -646,5 +666,5 @@ print(f"{'diffusion LM':<16}{'KL to truth':>12}{'ELBO':>8}{'validity':>10}")
 for w in models:
     print(f"{w:<16}{kl_final[w].mean().item():>12.3f}{elbo[w]:>8.3f}{valid[w]:>10.2f}")
 print(f"{'untrained':<16}{'':>12}{'':>8}{valid['untrained']:>10.2f}")
-print(f"{'random order':<16}{'':>12}{'':>8}{valid['random order']:>10.2f}   (per_sequence model)")
+print(f"{'random order':<16}{'':>12}{'':>8}{valid['random order']:>10.2f}   (sequence_mean model)")
 print(f"references: context-free KL {kl_unigram.mean().item():.3f}, true NLL {true_nll:.3f} nats/token")

@@ -54,6 +54,7 @@ from labkit import IGNORE
 from labkit.batch import collate
 from labkit.checks import ContractError, trained_targets
 from labkit.claims import check, claim, compare, summary
+from labkit.predict import ask, reveal, verdict_choices, verdict_of
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss
 from labkit.paradigms.preference import (AnswerWorld, RewardModel, assert_same_prompt, batch_logprob,
@@ -263,7 +264,7 @@ claim("11.rm_accuracy", (rm_expected - 0.5) / (ceiling - 0.5), above=0.6,
 n_held = len(held_idx)
 lengths = held["response_mask"].sum(-1).cpu()
 with torch.no_grad():
-    ref_held_mean = batch_logprob(reference, held, average=True).cpu()
+    ref_held_mean = batch_logprob(reference, held, reduction="token_mean").cpu()
 differ = lengths[:n_held] != lengths[n_held:]
 chosen_shorter = (lengths[:n_held] < lengths[n_held:])[differ]
 
@@ -316,7 +317,7 @@ check("11.bt_margin_formula", worst, 0.0, 1e-6, text="max |bradley_terry_loss - 
 # %%
 everything = {k: v.to(DEVICE) for k, v in collate_pairs(pairs, tok.pad_id).items()}   # all chosen rows, then all rejected
 with torch.no_grad():
-    ref_logps = {"sum": batch_logprob(reference, everything), "mean": batch_logprob(reference, everything, average=True)}
+    ref_logps = {"sum": batch_logprob(reference, everything), "mean": batch_logprob(reference, everything, reduction="token_mean")}
 N = len(pairs)
 correct_of = lambda r, side: world.parse(r.prompt, getattr(r, side))[0]  # noqa: E731
 BETA, DPO_STEPS, DPO_LR = 0.3, 80, 4.5e-4
@@ -332,7 +333,7 @@ def train_dpo(kind, beta=BETA, seed=SEED, states=None):
     ref_c, ref_r = ref_logps[kind][:N], ref_logps[kind][N:]
 
     def loss_fn(model, batch):
-        logps = batch_logprob(model, batch, average=(kind == "mean"))
+        logps = batch_logprob(model, batch, reduction="token_mean" if kind == "mean" else "sum")
         pi_c, pi_r = logps.chunk(2)
         idx = batch["index"]
         if states is not None:
@@ -348,7 +349,7 @@ def train_dpo(kind, beta=BETA, seed=SEED, states=None):
 
 def held_margins(policy, kind):
     with torch.no_grad():
-        logps = batch_logprob(policy, everything, average=(kind == "mean"))
+        logps = batch_logprob(policy, everything, reduction="token_mean" if kind == "mean" else "sum")
     rewards = implicit_rewards(logps, ref_logps[kind], BETA).cpu()
     chosen_r, rejected_r = rewards[:N][held_idx], rewards[N:][held_idx]
     return float((chosen_r - rejected_r).mean()), pair_accuracy(chosen_r, rejected_r)
@@ -383,7 +384,7 @@ claim("11.dpo_ranks_pairs", margin_after[1], above=0.6, text="share of held-out 
 #
 # DPO's derivation scores the event "the policy writes exactly this answer", $\log\pi(y\mid x)$, a
 # **sum** over tokens. A common alternative divides by the number of response tokens
-# (`average=True`; trl's `sigmoid_norm` and the length-normalised DPO of Tulu 3; SimPO uses the same
+# (`reduction="token_mean"`; trl's `sigmoid_norm` and the length-normalised DPO of Tulu 3; SimPO uses the same
 # average without a reference). What the choice changes in the objective:
 #
 # | | implicit reward | weight of each response token in the gradient | what the optimum satisfies |
@@ -417,8 +418,8 @@ DPOWeightsPanel().ui()
 # The panel's two states as text (β = 0.3):
 
 # %%
-for average in (False, True):
-    print(render_dpo_weights(BETA, average)["text"])
+for reduction in ("sum", "token_mean"):
+    print(render_dpo_weights(BETA, reduction)["text"])
 
 # %%
 eval_prompts = [world.prompt(k) for k in world.KEYS] * 40
@@ -600,6 +601,11 @@ compare("11.onpolicy_correct", [r["correct"] for r in pg_runs["on-policy"]], [r[
 # seeds.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+hack_q = ask("11.true_falls", "Optimising the proxy without a KL penalty: by how much does the TRUE reward change "
+             "(last 5 steps minus first 5)?", number=(-4.0, 4.0, 0.25))
+
+# %%
 stops = lambda prompt, response: float(int(response[-1]) == tok.eos_id)  # noqa: E731
 hack = {0.0: [], 0.3: []}
 for kl in hack:
@@ -628,7 +634,9 @@ for kl, hs in hack.items():
           f"{last(h, 'true'):.2f} | answers that stop {first(h, 'stops'):.2f} -> {last(h, 'stops'):.2f}")
 free = hack[0.0][0]
 claim("11.proxy_climbs", last(free, "proxy") - first(free, "proxy"), above=1.5, text="proxy reward gain without KL, first -> last 5 steps")
-claim("11.true_falls", last(free, "true") - first(free, "true"), below=-1.0, text="true reward change without KL")
+true_change = last(free, "true") - first(free, "true")
+claim("11.true_falls", true_change, below=-1.0, text="true reward change without KL")
+reveal(hack_q, true_change)
 claim("11.hacked_never_stops", last(free, "stops"), below=0.5, text="share of answers that end with <eos>, last 5 steps",
       control="first 5 steps", control_value=first(free, "stops"))
 only_kl = ["start: the same SFT reference", "proxy reward", "30 steps, lr 0.0006, 8 prompts x 8 answers",
