@@ -36,9 +36,9 @@ GENERATOR_VERSION = 1
 GENERATORS = {
     "instructions.jsonl": ("labkit.data:write_instructions", {"n": 2000, "seed": 0}),
     "preferences.jsonl": ("labkit.paradigms.preference:write_preferences", {"n": 800, "seed": 0}),
-    # "what the model learns" runs of five panels (tools/panel_data.py, `make panel-data`)
+    # "what the model learns" runs of seven panels (tools/panel_data.py, `make panel-data`)
     **{f"panels/{panel}.json": ("labkit.widgets.learned:write_panel_data", {"panel": panel, "seed": 0})
-       for panel in ("mask_ratio", "padding", "reduction", "shift", "temperature")},
+       for panel in ("dpo", "mask_ratio", "padding", "reduction", "scheduled_sampling", "shift", "temperature")},
 }
 
 

@@ -69,30 +69,16 @@ def _main_module_hidden():
 
 
 def run_ranks(fn: Callable, world_size: int = 2, args: Sequence[Any] = (), timeout: float = 120.0) -> list:
-    """Run fn(rank, world_size, *args) in `world_size` gloo processes; return their results by rank.
-
-    The rendezvous port is picked free just before the ranks start; on a busy machine another process
-    can take it in between, so a start that fails with "address already in use" is retried on a new
-    port (up to three times). Any other failure is raised as it is.
-    """
+    """Run fn(rank, world_size, *args) in `world_size` gloo processes; return their results by rank."""
     if world_size < 1:
         raise ContractError(f"world_size must be >= 1, got {world_size}")
     qualname = getattr(fn, "__qualname__", "")
     if getattr(fn, "__module__", "__main__") == "__main__" or "<locals>" in qualname or "<lambda>" in qualname:
         raise ContractError(f"{getattr(fn, '__name__', fn)!r} is defined in a notebook or inside a function; spawned ranks "
                             "can only import module-level functions. Fix: define it in a module (labkit.dist or a .py file)")
-    for attempt in range(3):
-        try:
-            return _run_once(fn, world_size, tuple(args), timeout)
-        except mp.ProcessRaisedException as err:
-            if "address already in use" not in str(err).lower() or attempt == 2:
-                raise
-
-
-def _run_once(fn: Callable, world_size: int, args: tuple, timeout: float) -> list:
     queue = mp.get_context("spawn").SimpleQueue()
     with _main_module_hidden():
-        ctx = mp.start_processes(_worker, args=(fn, world_size, free_port(), args, queue),
+        ctx = mp.start_processes(_worker, args=(fn, world_size, free_port(), tuple(args), queue),
                                  nprocs=world_size, join=False, start_method="spawn")
     deadline = time.monotonic() + timeout
     results: list = [None] * world_size

@@ -9,7 +9,53 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from labkit.contracts import ContractError, count, tensor
+from labkit.contracts import ContractError, count, positive, tensor, token_ids
+
+POSITION_KINDS = ("learned", "rope")
+
+
+def rope_cos_sin(position_ids: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotary angles, each [B,1,T,head_dim] (float32), for apply_rope.
+
+    angle[b,t,i] = position_ids[b,t] * base^(-2i/head_dim), i < head_dim/2, repeated for the two
+    halves (the rotate-half layout of GPT-NeoX / LLaMA in transformers).
+    """
+    position_ids = tensor(position_ids, "position_ids")
+    head_dim, base = count(head_dim, "head_dim", minimum=2), positive(base, "rope base")
+    if head_dim % 2:
+        raise ContractError(f"rotary positions rotate pairs of dimensions: head_dim must be even, got {head_dim}; fix: "
+                            "choose d_model / n_heads even")
+    if position_ids.dim() != 2:
+        raise ContractError(f"position_ids must be [B,T], got {tuple(position_ids.shape)}")
+    inv_freq = base ** -(torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids.device) / head_dim)
+    angles = position_ids.float()[..., None] * inv_freq                      # [B,T,head_dim/2]
+    angles = torch.cat([angles, angles], -1)[:, None]                        # [B,1,T,head_dim]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, position_ids: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Rotate queries or keys by their positions: x [B,H,T,d] (d even), position_ids [B,T] -> [B,H,T,d].
+
+    Dimension pair (i, i + d/2) of the token at position p turns by the angle p * base^(-2i/d):
+    x' = x cos + rotate_half(x) sin, rotate_half(x) = (-x2, x1). Then q'_m . k'_n depends on m - n
+    only, so shifting every position of a row by one constant leaves its attention scores unchanged.
+    """
+    x = tensor(x, "x")
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ContractError(f"apply_rope rotates float queries/keys [B,H,T,d], got {x.dtype} {tuple(x.shape)}; fix: pass "
+                            "the projected queries or keys of every head, q.view(B, T, H, d).transpose(1, 2)")
+    position_ids = tensor(position_ids, "position_ids")
+    if position_ids.shape != (x.shape[0], x.shape[2]):
+        raise ContractError(f"position_ids {tuple(position_ids.shape)} must be [B,T] = {(x.shape[0], x.shape[2])} "
+                            "for x [B,H,T,d]; fix: one position per token of each row")
+    cos, sin = rope_cos_sin(position_ids, x.shape[-1], base)
+    return _rotate(x, cos, sin)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated_half = torch.cat([-x[..., half:], x[..., :half]], -1)
+    return (x.float() * cos + rotated_half.float() * sin).to(x.dtype)
 
 
 class Block(nn.Module):
@@ -25,23 +71,29 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """x [B,T,d]; allowed bool [B,1,T,T] (True = query may attend key)."""
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, rope=None) -> torch.Tensor:
+        """x [B,T,d]; allowed bool [B,1,T,T] (True = query may attend key); rope: None or the
+        (cos, sin) of rope_cos_sin, which rotate q and k of every head by their positions."""
         B, T, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = _rotate(q, *rope), _rotate(k, *rope)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
                                               dropout_p=self.dropout if self.training else 0.0)
         x = x + self.proj(attn.transpose(1, 2).reshape(B, T, d))
         return x + self.mlp(self.ln2(x))
 
-    def forward_cached(self, x: torch.Tensor, allowed: torch.Tensor, past=None):
+    def forward_cached(self, x: torch.Tensor, allowed: torch.Tensor, past=None, rope=None):
         """The same block over S new tokens with a key/value cache.
 
         x [B,S,d]; allowed bool [B,1,S,P+S] over the P cached keys and the S new ones; past: None
-        or (k, v), each [B,H,P,d/H]. Returns (x_out [B,S,d], (k, v) of all P+S tokens).
+        or (k, v), each [B,H,P,d/H] (keys cached already rotated); rope: None or the (cos, sin) of
+        the S new tokens. Returns (x_out [B,S,d], (k, v) of all P+S tokens).
         """
         B, S, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).view(B, S, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = _rotate(q, *rope), _rotate(k, *rope)
         if past is not None:
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
@@ -50,16 +102,21 @@ class Block(nn.Module):
 
 
 class TinyTransformer(nn.Module):
-    """Token + learned absolute position embeddings, n pre-norm blocks, tied output head.
+    """Token embeddings, positions, n pre-norm blocks, tied output head.
 
     forward(input_ids [B,T], attention_mask [B,T] (1 = real token) or [B,T,T] bool (True = may
     attend), position_ids [B,T] (default: arange)) -> logits [B,T,V].
     causal=True adds the causal mask; window=L lets each position read only itself and the L-1
     tokens before it (a finite context of L tokens).
+    positions="learned" (default): a learned absolute embedding per position id is added to the
+    token embedding (a table of max_len rows). positions="rope": no position embedding; every
+    block rotates its queries and keys by their position ids (apply_rope, base rope_base), so
+    attention scores depend on position differences only. max_len bounds the position ids either way.
     """
 
     def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
-                 max_len: int = 64, causal: bool = True, window: int | None = None, dropout: float = 0.0):
+                 max_len: int = 64, causal: bool = True, window: int | None = None, dropout: float = 0.0,
+                 positions: str = "learned", rope_base: float = 10000.0):
         super().__init__()
         vocab_size, d_model, n_layers = count(vocab_size, "vocab_size"), count(d_model, "d_model"), count(n_layers, "n_layers")
         n_heads, max_len = count(n_heads, "n_heads"), count(max_len, "max_len")
@@ -67,10 +124,17 @@ class TinyTransformer(nn.Module):
             raise ContractError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
         if window is not None and window < 1:
             raise ContractError(f"window must be >= 1 token, got {window}")
+        if positions not in POSITION_KINDS:
+            raise ContractError(f"unknown positions {positions!r}; fix: one of {POSITION_KINDS}")
+        if positions == "rope" and (d_model // n_heads) % 2:
+            raise ContractError(f"rotary positions rotate pairs of dimensions: the head size d_model / n_heads = "
+                                f"{d_model // n_heads} must be even; fix: change d_model or n_heads")
         self.vocab_size, self.max_len, self.causal, self.window = vocab_size, max_len, causal, window
-        self.d_model = d_model
+        self.d_model, self.positions, self.rope_base = d_model, positions, positive(rope_base, "rope_base")
+        self.head_dim = d_model // n_heads
         self.tok = nn.Embedding(vocab_size, d_model)
-        self.pos = nn.Embedding(max_len, d_model)
+        if positions == "learned":
+            self.pos = nn.Embedding(max_len, d_model)
         self.blocks = nn.ModuleList(Block(d_model, n_heads, dropout) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.apply(self._init)
@@ -119,10 +183,7 @@ class TinyTransformer(nn.Module):
 
     def hidden_states(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         """[B,T] ids -> [B,T,d] final hidden states (after the last LayerNorm)."""
-        input_ids = tensor(input_ids, "input_ids")
-        if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-            raise ContractError(f"input_ids must be integer token ids, got {input_ids.dtype} (float ids would be "
-                                "truncated: 1.7 -> 1); fix: build them with dtype=torch.long")
+        input_ids = token_ids(input_ids, "input_ids")
         if attention_mask is not None:
             attention_mask = tensor(attention_mask, "attention_mask")
         if position_ids is not None:
@@ -139,11 +200,17 @@ class TinyTransformer(nn.Module):
                                 "Fix: shorter sequences, positions from the attention mask, or a larger max_len")
         if int(input_ids.max()) >= self.vocab_size or int(input_ids.min()) < 0:
             raise ContractError(f"input ids must lie in [0, vocab_size={self.vocab_size}); fix: build the model with len(tokenizer)")
-        x = self.tok(input_ids) + self.pos(position_ids)
+        x, rope = self._embed(input_ids, position_ids)
         allowed = self.allowed_mask(attention_mask, B, T, input_ids.device)
         for block in self.blocks:
-            x = block(x, allowed)
+            x = block(x, allowed, rope)
         return self.ln_f(x)
+
+    def _embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor):
+        """(token embeddings [+ learned position embeddings] [B,T,d], rope (cos, sin) or None)."""
+        if self.positions == "learned":
+            return self.tok(input_ids) + self.pos(position_ids), None
+        return self.tok(input_ids), rope_cos_sin(position_ids, self.head_dim, self.rope_base)
 
     def forward(self, input_ids, attention_mask=None, position_ids=None) -> torch.Tensor:
         return self.hidden_states(input_ids, attention_mask, position_ids) @ self.tok.weight.T
@@ -179,21 +246,23 @@ class TinyTransformer(nn.Module):
         own = torch.zeros(S, P + S, dtype=torch.bool, device=dev)
         own[torch.arange(S, device=dev), P + torch.arange(S, device=dev)] = True
         allowed = (causal[None] & attention_mask.bool()[:, None, :]) | own[None]
-        x = self.tok(input_ids) + self.pos(position_ids)
+        x, rope = self._embed(input_ids, position_ids)
         new_past = []
         for block, kv in zip(self.blocks, past if past is not None else [None] * len(self.blocks)):
-            x, kv = block.forward_cached(x, allowed[:, None], kv)
+            x, kv = block.forward_cached(x, allowed[:, None], kv, rope)
             new_past.append(kv)
         return self.ln_f(x) @ self.tok.weight.T, new_past
 
 
 class TinyCausalLM(TinyTransformer):
     """Decoder-only LM: each position reads itself and what came before (and only `window` tokens
-    of it when window is set)."""
+    of it when window is set). positions="learned" (default) or "rope" (see TinyTransformer)."""
 
     def __init__(self, vocab_size: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 4,
-                 max_len: int = 64, window: int | None = None, dropout: float = 0.0):
-        super().__init__(vocab_size, d_model, n_layers, n_heads, max_len, causal=True, window=window, dropout=dropout)
+                 max_len: int = 64, window: int | None = None, dropout: float = 0.0, positions: str = "learned",
+                 rope_base: float = 10000.0):
+        super().__init__(vocab_size, d_model, n_layers, n_heads, max_len, causal=True, window=window, dropout=dropout,
+                         positions=positions, rope_base=rope_base)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -13,20 +13,23 @@
 # ---
 
 # %% [markdown]
-# # 00 · A tour: one sentence, five training tasks
+# # 00 · A tour: one sentence, six training tasks
 #
-# **What you will see.** The sentence *the cat sat on the mat* becomes five different training
-# examples: next-token prediction, a masked blank, an instruction completion, a contrastive pair
-# and a preference pair. Every one of them is fed to a model with the same forward call and
-# scored with the same cross-entropy line; what differs is the data contract (which tokens are
-# read, which are targets, what the loss divides by). Then two identical networks learn two
-# different things from the same stream, and we check each against the known truth.
+# **What you will see.** The sentence *the cat sat on the mat* becomes six different training
+# examples: a label for the whole sentence, next-token prediction, a masked blank, an instruction
+# completion, a contrastive pair and a preference pair. Every one of them is fed to a model with
+# the same forward call and scored with the same cross-entropy line; what differs is the data
+# contract (which tokens are read, which are targets, what the loss divides by). Then two
+# identical networks learn two different things from the same stream, and we check each against
+# the known truth; and a classification head on the same transformer learns a sentence label,
+# checked against a shuffled-label control. Notebook 14 runs the whole table: one network, five
+# objectives, every network scored on every objective's probe.
 #
 # Numbers the notebook asserts go through `labkit.claims`: `check` for counts and identities that
 # hold by construction, `claim` for measured effects with a visible threshold; the ledger closes the
 # notebook.
 #
-# **Runtime:** about 15 s on a laptop CPU.
+# **Runtime:** about 25 s on a laptop CPU.
 
 # %%
 import torch
@@ -36,10 +39,14 @@ import labkit
 from labkit import IGNORE
 from labkit.batch import collate
 from labkit.checks import assert_masked_targets, assert_prompt_masked, audit
-from labkit.claims import check, claim, ledger, summary
+from labkit.claims import check, claim, compare, ledger, summary
+from labkit.predict import ask, reveal, verdict_choices, verdict_of
 from labkit.data import MarkovWorld
 from labkit.models import TinyTransformer
 from labkit.paradigms.autoregressive import ar_example, causal_lm_loss, causal_lm_token_losses
+from labkit.paradigms.objective_matrix import (SequenceClassifier, classification_accuracy, classification_example,
+                                               collate_classification)
+from labkit.paradigms.supervised import single_label_ce
 from labkit.paradigms.masked import mask_positions, random_mask
 from labkit.reduce import reduce, token_cross_entropy
 from labkit.train import fit
@@ -75,6 +82,17 @@ assert record == [1, 42, 95, 317, 18, 42, 510, 2]
 #
 # with $m$ the supervised positions (labels ≠ −100). The network never sees the word "task".
 #
+# ### Supervised classification: the whole sentence is the input, one label is the target
+#
+# The chapter's first row. There is no token-level target at all: the builder pairs the ids with
+# a class id (here 1 = "someone ran", 0 = not), and a head on the pooled hidden states turns the
+# sentence into K logits, scored by the same cross-entropy over K classes.
+
+# %%
+labelled = classification_example(record, label=int(tok.stoi["ran"] in record))
+print({k: (tok.decode(v) if k == "input_ids" else v) for k, v in labelled.items()})
+
+# %% [markdown]
 # ### Autoregressive LM: every next token is a target
 
 # %%
@@ -281,7 +299,70 @@ _ = claim("00.masked_closer_to_own", other_m - own_m, above=0.05, fmt=".3f",
           text="masked model: TV to the next-token truth - TV to the fill-in truth")
 
 # %% [markdown]
-# ## 5. The map of the lab
+# ## 5. Sentence → label, trained
+#
+# The classification row, built like the others: `MarkovWorld` sentences, the label "someone
+# ran" (1 when the sentence contains *ran*), the builder above, and `SequenceClassifier`: the
+# same `TinyTransformer` class (bidirectional, as the label depends on the whole sentence) with a
+# linear head on the mean of its final hidden states. Trained with `single_label_ce` for 150 steps
+# of 32 sentences, then scored on held-out sentences.
+#
+# The control changes one thing: the same sentences, label frequencies, initialisation and steps,
+# but the labels shuffled across the training sentences, so nothing in a sentence predicts its
+# label. A network that learned the label from the sentence beats both the shuffled-label control
+# and the majority class; one that only learned the label frequencies does not.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+cls_q = ask("00.classifier_vs_shuffled_labels", "Held-out accuracy: the classifier trained on the true labels vs the same "
+             "classifier trained on shuffled labels?", choices=verdict_choices(("true labels", "shuffled labels")))
+
+# %%
+ran = tok.stoi["ran"]
+sentences = world.sample_sentences(2500, torch.Generator().manual_seed(SEED + 3))
+train_set = [classification_example(x, int(ran in x)) for x in sentences[:2000]]
+held_out = collate_classification([classification_example(x, int(ran in x)) for x in sentences[2000:]], tok.pad_id)
+
+
+def train_classifier(examples, seed, steps=150):
+    """The same transformer body with a 2-class head, trained on (sentence, label) examples."""
+    g = torch.Generator().manual_seed(seed)
+    batches = [collate_classification([examples[int(i)] for i in torch.randint(len(examples), (32,), generator=g)], tok.pad_id)
+               for _ in range(steps)]
+    torch.manual_seed(seed)
+    net = SequenceClassifier(TinyTransformer(len(tok), d_model=32, n_layers=2, n_heads=4, max_len=32, causal=False), n_classes=2)
+    fit(net, batches, lambda m, b: single_label_ce(m(b[0], b[1]), b[2]), steps=steps, desc="classifier")
+    return classification_accuracy(net, *held_out)
+
+
+def shuffled_labels(examples, seed):
+    perm = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))
+    return [dict(e, label=examples[int(j)]["label"]) for e, j in zip(examples, perm)]
+
+
+CLS_SEEDS = [SEED + i for i in range(3)]
+acc_true = [train_classifier(train_set, s) for s in CLS_SEEDS]
+acc_shuffled = [train_classifier(shuffled_labels(train_set, s), s) for s in CLS_SEEDS]
+majority = max(held_out[2].float().mean().item(), 1 - held_out[2].float().mean().item())
+print("held-out accuracy, true labels:    ", [round(a, 3) for a in acc_true])
+print("held-out accuracy, shuffled labels:", [round(a, 3) for a in acc_shuffled])
+print(f"majority class on the held-out sentences: {majority:.3f}")
+
+# %% [markdown]
+# **Claim and comparison.** Trained on the true labels, the classifier beats the majority class on
+# every seed (the smallest accuracy is the value), and it beats the shuffled-label control with
+# everything else held equal.
+
+# %%
+claim("00.classifier_beats_majority", min(acc_true), above=majority, fmt=".3f",
+      text="sentence -> label: smallest held-out accuracy over seeds", control="majority class", control_value=majority)
+cls_rec = compare("00.classifier_vs_shuffled_labels", acc_true, acc_shuffled, seeds=CLS_SEEDS, arms=("true labels", "shuffled labels"),
+            metric="held-out accuracy", expect="A better",
+            matched_on=["sentences", "label frequencies", "network and initialisation", "150 steps of 32, lr"])
+_ = reveal(cls_q, verdict_of(cls_rec))
+
+# %% [markdown]
+# ## 6. The map of the lab
 #
 # | # | notebook | what you measure |
 # |---|---|---|
@@ -299,10 +380,11 @@ _ = claim("00.masked_closer_to_own", other_m - own_m, above=0.05, fmt=".3f",
 # | 11 | preference & policy | Bradley-Terry, DPO, length bias, reward hacking |
 # | 12 | mixtures & curriculum | n^γ weights, forgetting |
 # | 13 | smoke tests & bug hunt | every check on correct and broken pipelines |
+# | 14 | a useful map, executed | one network under five objectives, each scored on every objective's probe |
 #
 # The README lists which of these are ready.
 #
-# ## 6. Try it
+# ## 7. Try it
 #
 # **Exercise 1.** Build the masked-LM example that hides *mat* (position 6) and nothing else.
 
@@ -369,6 +451,7 @@ print("exercise 2: prompt masked, answer and <eos> supervised")
 # %%
 targets = {name: denominator for name, denominator, _ in contracts}
 print(f"{'paradigm':<16}{'targets in the example above':<40}  what is learned")
+print(f"{'classification':<16}{'1 label for the whole sentence':<40}  p(label | sentence)")
 print(f"{'autoregressive':<16}{str(targets['autoregressive']) + ' next tokens':<40}  p(next token | prefix)")
 print(f"{'masked':<16}{str(targets['masked']) + ' hidden token':<40}  p(hidden token | both sides)")
 print(f"{'completion':<16}{str(targets['completion']) + ' answer tokens (prompt not learned)':<40}  p(answer | prompt)")

@@ -28,7 +28,10 @@
 #    accuracy, and what each model writes after a bare user turn;
 # 3. **pad == eos**: a collator that hides padding by token id also hides every `<eos>` label,
 #    and the model never learns to stop;
-# 4. two exercises.
+# 4. **truncation**: with `max_len` at or below a prompt's length, an SFT example keeps its prompt
+#    and loses every target; how many records that hits, what a token mean does with 0/0, and the
+#    builder's guard;
+# 5. two exercises.
 #
 # Every number the notebook asserts goes through `labkit.claims`: `CHECK` lines are identities
 # (true by construction, up to float rounding), `CLAIM` lines are measurements with a visible
@@ -40,6 +43,7 @@
 # %%
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 from transformers import DataCollatorForLanguageModeling
 
 import labkit
@@ -47,6 +51,7 @@ from labkit import IGNORE
 from labkit.batch import collate, pack
 from labkit.checks import assert_prompt_masked, audit
 from labkit.claims import check, claim, compare, summary
+from labkit.contracts import ContractError
 from labkit.data import INSTRUCTION_TASKS, load_instructions
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import (causal_lm_loss, completion_example, cross_document_sensitivity,
@@ -424,7 +429,101 @@ check("05.two_fixes_same_labels", int(distinct_pad.labels.ne(mask_by_attention.l
 print("audit:", audit(mask_by_attention, pad_id=tok.eos_id, eos_id=tok.eos_id) or "nothing")
 
 # %% [markdown]
-# ## 4. Try it
+# ## 4. Truncation: an example that keeps its prompt and loses every target
+#
+# A collator cuts each example to `max_len` tokens, from the right. In an SFT example the answer
+# comes last, so when `max_len` is at or below the prompt's length the cut keeps the whole prompt
+# and none of the answer: every label left is `-100`. Just above it, the answer survives without
+# its end (`<eos>` lost). How many records of `data/instructions.jsonl` fall into each case at a
+# few values of `max_len` (the prompt length read from transformers' assistant mask):
+
+# %%
+prompt_lens = [list(m).index(1) for m in rendered["assistant_masks"]]       # tokens before the assistant's first word
+full_lens = [len(i) for i in rendered["input_ids"]]
+
+
+def builder_refuses(i, max_len):
+    """Does completion_example(max_len=...) refuse record i (no answer token left)?"""
+    ids = list(rendered["input_ids"][i])
+    try:
+        completion_example(ids[:prompt_lens[i]], ids[prompt_lens[i]:], max_len=max_len)
+    except ContractError:
+        return True
+    return False
+
+
+MAX_LENS = [6, 7, 8, 9, 12]
+disagree = 0
+for L in MAX_LENS:
+    no_target = [p >= L for p in prompt_lens]
+    refused = [builder_refuses(i, L) for i in range(len(records))]
+    disagree += sum(a != b for a, b in zip(no_target, refused))
+    cut = sum(p < L < n for p, n in zip(prompt_lens, full_lens))
+    print(f"max_len {L:>2}: {sum(no_target):4d} records keep no target | {cut:4d} keep part of the answer (no <eos>) | "
+          f"{len(records) - sum(no_target) - cut:4d} whole")
+
+# %% [markdown]
+# **Check** (a count fixed by the data): the builder refuses exactly the records whose prompt is at
+# least `max_len` tokens long, at every `max_len` above.
+
+# %%
+_ = check("05.refused_equals_no_target", disagree, 0,
+          text=f"(record, max_len) pairs, max_len in {MAX_LENS}: builder refusal != prompt length >= max_len")
+
+# %% [markdown]
+# ### What a token mean does with 0/0
+#
+# Cut one such record at `max_len = 8` the naive way (keep the first 8 ids and labels) and score it
+# with the completion-only model of section 2. PyTorch's `F.cross_entropy(..., ignore_index=-100)`
+# divides a sum over no targets by a count of 0: the loss is NaN. Its gradient is 0 everywhere, so
+# a training loop that does not look at the value learns nothing from the example and does not
+# crash; any logged mean that includes it is NaN. The chapter's `mask.sum().clamp_min(1)` makes the
+# value 0 instead: silent, and a per-example average over a batch then counts the empty example as
+# a perfect one.
+
+# %%
+L = 8
+victim = prompt_lens.index(L)                              # the first record whose prompt is exactly 8 tokens
+ex = examples["completion only"][victim]
+cut_batch = collate([{"input_ids": ex["input_ids"][:L], "labels": ex["labels"][:L]}], tok.pad_id)
+print(contract_text(cut_batch, tokenizer=tok))
+sft_model = sft[("completion only", SEED)]["model"]
+sft_model.zero_grad(set_to_none=True)                      # fit() leaves the last step's gradients in place
+logits = sft_model(**cut_batch.model_inputs())
+torch_mean = F.cross_entropy(logits[0, :-1], cut_batch.labels[0, 1:], ignore_index=IGNORE)
+torch_mean.backward()
+grad_norm = sum(p.grad.norm() ** 2 for p in sft_model.parameters() if p.grad is not None).sqrt().item()
+sft_model.zero_grad(set_to_none=True)
+mask = cut_batch.labels[0, 1:].ne(IGNORE)
+losses = F.cross_entropy(logits[0, :-1], cut_batch.labels[0, 1:].clamp_min(0), reduction="none")
+clamped = ((losses * mask).sum() / mask.sum().clamp_min(1)).item()
+print(f"targets left: {int(mask.sum())} | torch token mean: {torch_mean.item()} | its gradient norm: {grad_norm} | "
+      f"with clamp_min(1): {clamped}")
+
+# %%
+check("05.all_ignored_mean_is_nan", int(torch_mean.isnan()), 1, text="F.cross_entropy over a row with no target is NaN (1 = yes)")
+check("05.all_ignored_grad_is_zero", grad_norm, 0, text="gradient norm of that NaN loss")
+_ = check("05.clamped_mean_is_zero", clamped, 0, text="the chapter's sum / count.clamp_min(1) on the same row")
+
+# %% [markdown]
+# ### The guard
+#
+# `completion_example(prompt, answer, max_len=...)` truncates like the collator and refuses an
+# example with no answer token left, naming the three fixes. labkit's loss refuses the 0/0 too
+# (`causal_lm_loss` on a batch without targets), but the builder says which record and why.
+
+# %%
+ids_i = list(rendered["input_ids"][victim])
+try:
+    completion_example(ids_i[:L], ids_i[L:], max_len=L)
+except ContractError as err:
+    print("ContractError:", err)
+kept = [completion_example(list(r)[:p], list(r)[p:], max_len=L)
+        for r, p in zip(rendered["input_ids"], prompt_lens) if p < L]      # fix 1: drop what cannot fit
+print(f"fix 1, drop: {len(kept)} examples kept; each has a target: {all(any(y != IGNORE for y in e['labels']) for e in kept)}")
+
+# %% [markdown]
+# ## 5. Try it
 #
 # **Exercise 1.** Write `my_block_mask(document_ids)`: for one packed row, `document_ids` is `[T]`
 # (−1 on padding); return a bool `[T, T]` mask, True where query *t* may attend key *s*: causal
@@ -481,6 +580,7 @@ print("exercise 2: prompt and padding hidden, <eos> kept")
 # | attention across packed documents | plain padding mask | B reads A; packed loss flatters | sensitivity > 0, packed/alone gap |
 # | loss on the prompt | labels = input_ids | the model learns to write user turns | bare-turn imitation |
 # | padding masked by id with pad == eos | `labels[ids == pad] = -100` | `<eos>` never a target: no stopping | stop rate |
+# | truncation to `max_len` <= prompt length | `ids[:max_len]`, no guard | no target: token mean 0/0 = NaN (or a silent 0) | records hit per `max_len`, NaN, guard |
 #
 # This run's ledger (every check, claim and comparison above):
 

@@ -45,7 +45,7 @@ from labkit.paradigms.autoregressive import (after_injected_slip, alpha_schedule
                                              earlier_error, free_running_predictions, position_accuracy,
                                              scheduled_sampling_inputs, scheduled_sampling_loss,
                                              teacher_forced_predictions)
-from labkit.exercises.autoregressive import check_compounding, check_scheduled_mix
+from labkit.exercises.autoregressive import check_compounding, check_scheduled_mix, check_scheduled_mix_on
 from labkit.train import fit
 from labkit.viz import contract_text
 from labkit.vocab import WordTokenizer
@@ -309,6 +309,14 @@ print(f"\nfirst slip at answer position {first_slip + 1}; wrong counts from ther
 #
 # Pick the shape and $\alpha_{min}$, then move along the fine-tuning: the panel shows $\alpha$ over
 # the steps and one validation row with its gold prefix, the checkpoint's proposals and the mixed input.
+#
+# Under it, **what the model learns** with that schedule: the checkpoint of section 2 fine-tuned for
+# `FT_STEPS` steps exactly as in the comparison below (the batches and coins of its first seed), its
+# free-running and teacher-forced accuracy position by position next to the checkpoint's, two
+# validation rows the checkpoint got wrong, and the loss curve. The $\alpha_{min}$ slider stops where
+# runs are stored (`make panel-data`); $\alpha_{min} = 1$ is plain teacher forcing. The linear run
+# at $\alpha_{min} = 0.5$ and the teacher-forcing run are the first-seed arms of the comparison
+# below. The button "train this state now" retrains the selected state live.
 
 # %%
 FT_STEPS, FT_LR, ALPHA_MIN = 60, 5e-4, 0.5
@@ -318,19 +326,27 @@ example = {"input_ids": val[i].cpu(), "predictions": proposals, "start": P, "tok
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from labkit.widgets import ScheduledSamplingPanel, render_scheduled_sampling  # noqa: E402
+from labkit.widgets import SS_ALPHA_MINS, ScheduledSamplingPanel, render_scheduled_sampling, stored_runs  # noqa: E402
 
 ScheduledSamplingPanel(example=example, total_steps=FT_STEPS, alpha_min=ALPHA_MIN).ui()
 
 # %% [markdown]
 # Without a widget front end, the panel as it opens (half-way through the linear schedule down to
-# $\alpha_{min}=0.5$), and the value of $\alpha$ along each shape:
+# $\alpha_{min}=0.5$), the value of $\alpha$ along each shape, and the free-running accuracy that the
+# stored panel runs reached with each schedule:
 
 # %%
 print(render_scheduled_sampling(ALPHA_MIN, "linear", FT_STEPS // 2, FT_STEPS, example)["text"])
 for shape in ["constant", "linear", "exponential", "inverse_sigmoid"]:
     print(f"{shape:>16}: " + " ".join(f"{alpha_schedule(s, FT_STEPS, shape, ALPHA_MIN):.2f}"
                                      for s in range(0, FT_STEPS + 1, FT_STEPS // 6)))
+panel_runs = stored_runs("scheduled_sampling")["runs"]
+fr_key = "free-running accuracy (mean over the 16 positions)"
+print(f"\nstored panel runs (seed {panel_runs['teacher_forcing']['seed']}), free-running accuracy after fine-tuning; "
+      f"teacher forcing {panel_runs['teacher_forcing']['metrics'][fr_key]:.3f}")
+for shape in ["constant", "linear", "exponential", "inverse_sigmoid"]:
+    print(f"{shape:>16}: " + "  ".join(f"alpha_min {a:.2f} -> {panel_runs[f'{shape}/{a:.2f}']['metrics'][fr_key]:.3f}"
+                                      for a in SS_ALPHA_MINS))
 
 # %% [markdown]
 # ### What a step costs
@@ -559,9 +575,7 @@ check_scheduled_mix(mix_prefix)
 ### BEGIN HIDDEN TESTS
 with torch.no_grad():
     val_preds = checkpoint(val[:64]).argmax(-1).cpu()
-theirs = scheduled_sampling_inputs(val[:64].cpu(), val_preds, 0.6, P, torch.Generator().manual_seed(3))[0]
-assert torch.equal(mix_prefix(val[:64].cpu(), val_preds, 0.6, P, torch.Generator().manual_seed(3)), theirs), \
-    "on the notebook's validation rows your mix differs from scheduled_sampling_inputs (same generator)"
+check_scheduled_mix_on(mix_prefix, val[:64].cpu(), val_preds, 0.6, P)
 ### END HIDDEN TESTS
 print("exercise 2: the mixed prefix follows the scheduled-sampling contract")
 

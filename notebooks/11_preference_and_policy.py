@@ -407,19 +407,35 @@ claim("11.dpo_ranks_pairs", margin_after[1], above=0.6, text="share of held-out 
 # **The panel.** One pair, a long chosen answer and a short rejected one, with small per-token
 # log-ratios. Toggle sum/mean and move β: the bars are each token's push (the gradient of the loss
 # with respect to that token's log-prob).
+#
+# Under it, **what the model learns** in that state: the reference above trained with DPO at that β
+# and reduction, with this section's recipe (the same 600 training pairs and batch order, 80 steps,
+# the same learning rate), measured like the arms below on 400 sampled answers: KL to the reference,
+# filler words and tokens per answer, the right-answer rate, and the share of answers by number of
+# filler words next to the reference's. The slider stops at the β values that have a stored run
+# (`make panel-data`, first seed); the two runs at β = 0.3 are the first-seed sum and mean runs of
+# this section. The button "train this state now" retrains the selected state live.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-from labkit.widgets import DPOWeightsPanel, render_dpo_weights  # noqa: E402
+from labkit.widgets import DPO_BETAS, DPOWeightsPanel, render_dpo_weights, stored_runs  # noqa: E402
 
 DPOWeightsPanel().ui()
 
 # %% [markdown]
-# The panel's two states as text (β = 0.3):
+# The panel's two states as text (β = 0.3), then what its stored runs measured for every state:
 
 # %%
 for reduction in ("sum", "token_mean"):
     print(render_dpo_weights(BETA, reduction)["text"])
+panel_runs = stored_runs("dpo")["runs"]
+print(f"\nstored panel runs (seed {panel_runs['0.3/sum']['seed']}), 400 sampled answers each")
+print(f"{'beta':>5} {'reduction':<11}{'KL (nats)':>10}{'filler words':>14}{'right':>7}")
+for beta in DPO_BETAS:
+    for reduction in ("sum", "token_mean"):
+        m = panel_runs[f"{beta:g}/{reduction}"]["metrics"]
+        print(f"{beta:>5g} {reduction:<11}{m['KL to the reference on sampled answers (nats)']:>10.2f}"
+              f"{m['filler words per answer']:>14.2f}{m['right-answer rate']:>7.2f}")
 
 # %%
 eval_prompts = [world.prompt(k) for k in world.KEYS] * 40

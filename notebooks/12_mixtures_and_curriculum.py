@@ -27,11 +27,12 @@
 # 3. a low-resource domain: held-out loss on a small domain as γ varies: too little of it
 #    (γ = 1) and it is not learned, too much (γ → 0) and it is memorised (compared over seeds);
 # 4. stages: pretraining, then SFT, then continued pretraining on a new domain breaks the SFT
-#    format; SFT again repairs it, and mixing the new domain into the repair keeps both.
+#    format; SFT again repairs it, and mixing the new domain into the repair keeps both;
+# 5. an SFT learning rate large enough to damage the base model, measured as forgetting.
 #
 # Identities are `CHECK` lines; measured effects are `CLAIM` or `COMPARE` lines (`labkit.claims`).
 #
-# **Runtime:** about 30 s on a laptop CPU (2 cores).
+# **Runtime:** about 45 s on a laptop CPU (2 cores).
 
 # %%
 import copy
@@ -51,6 +52,7 @@ from labkit.paradigms.mixture import (MixtureConfig, MixtureSampler, assert_mixt
                                       chi_square_critical, chi_square_test, expected_epochs, mixture_weights)
 from labkit.exercises.mixture import check_expected_epochs, check_mixture_weights
 from labkit.paradigms.preference import AnswerWorld
+from labkit.predict import ask, reveal
 from labkit.train import fit
 from labkit.vocab import seed_vocab
 
@@ -307,6 +309,7 @@ model = TinyCausalLM(len(tok), d_model=32, n_layers=2, n_heads=4, max_len=T)
 stages = {}
 fit(model, lambda s: big_train[(s * BS) % 4096:][:BS], lm_loss, steps=100, lr=3e-3, desc="pretrain")
 stages["pretrain (cat world)"] = measure(model)
+pretrained = copy.deepcopy(model)                 # the base model, reused in section 5
 fit(model, sft_batch, sft_loss, steps=80, lr=3e-3, desc="SFT")
 stages["SFT (chat answers)"] = measure(model)
 fit(model, lambda s: letters_big[(s * BS) % 2048:][:BS], lm_loss, steps=100, lr=3e-3, desc="continued pretraining")
@@ -388,7 +391,118 @@ compare("12.mixed_repair_keeps_letters", [r["letters_loss"] for r in repairs["SF
                     "repair seeds (batch order, mixture draws)"])
 
 # %% [markdown]
-# ## 5. Try it
+# ## 5. An SFT learning rate large enough to damage the base model
+#
+# The stage table says a too-large SFT learning rate breaks the base model. Measure it: start from
+# the pretrained base of section 4 (cat world, before any SFT) and run the **same SFT** (the same
+# 1000 chat examples, 80 steps of 32, AdamW, clip 1.0) at a small learning rate, 1e-3, and a large
+# one, 3e-2, three seeds each (the seed shuffles the SFT batches; both arms read the same order).
+#
+# * **forgetting**: the cat-world held-out loss after SFT minus the base model's (nats);
+# * **SFT gain**: format and accuracy of the greedy answers, and the SFT loss on 200 fresh chat examples.
+#
+# A large learning rate also learns the SFT task faster, so "same steps" is not the only fair
+# reading: a probe every 5 steps records both losses, and we also compare the two arms at **matched
+# SFT loss**: the large-rate arm is read at its last probe whose SFT loss is still *above* the
+# small-rate arm's final one. There it has learned the SFT task less than the small-rate arm, so
+# any extra forgetting cannot come from having trained the SFT task further.
+
+# %%
+sft_probe = collate(qa.sft_examples(200, seed=SEED + 9), tok.pad_id).to(DEVICE)
+SFT_STEPS, SFT_LRS = 80, {"small lr": 1e-3, "large lr": 3e-2}
+base_cat = eval_loss(pretrained, big_val)
+
+
+def sft_with_probe(lr, seed):
+    """SFT of a copy of the base at `lr`; every 5 steps record (step, SFT probe loss, cat-world loss)."""
+    m, trace = copy.deepcopy(pretrained), []
+
+    def probe(step, model, loss):
+        if (step + 1) % 5 == 0:
+            with torch.no_grad():
+                trace.append((step + 1, float(sft_loss(model, sft_probe)), eval_loss(model, big_val)))
+    fit(m, plain_batches(seed), sft_loss, steps=SFT_STEPS, lr=lr, desc=f"SFT lr {lr}", callback=probe)
+    return {**measure(m), "trace": trace, "forgetting": trace[-1][2] - base_cat, "sft_loss": trace[-1][1]}
+
+
+lr_runs = {name: [sft_with_probe(lr, seed) for seed in REPAIR_SEEDS] for name, lr in SFT_LRS.items()}
+for r_small, r_large in zip(lr_runs["small lr"], lr_runs["large lr"]):
+    level = r_small["sft_loss"]
+    before = [t for t in r_large["trace"] if t[1] > level]          # probes (step, SFT loss, cat loss) not yet there
+    assert before and before[-1] != r_large["trace"][-1], "the large-lr arm must cross the small-lr arm's final SFT loss"
+    r_large["matched"] = before[-1]
+print(f"base model: cat-world loss {base_cat:.2f} nats (true entropy rate {big_world.entropy_rate():.2f})")
+print(f"{'seed':>4} {'SFT':<9}{'format':>7}{'accuracy':>9}{'SFT loss':>10}{'forgetting':>11}   at matched SFT loss")
+for seed, r_small, r_large in zip(REPAIR_SEEDS, lr_runs["small lr"], lr_runs["large lr"]):
+    for name, r in [("small lr", r_small), ("large lr", r_large)]:
+        at = (f"step {r['matched'][0]}: SFT loss {r['matched'][1]:.3f}, forgetting {r['matched'][2] - base_cat:.2f}"
+              if "matched" in r else "(the reference: its final SFT loss)")
+        print(f"{seed:>4} {name:<9}{r['format']:>7.2f}{r['accuracy']:>9.2f}{r['sft_loss']:>10.3f}{r['forgetting']:>11.2f}   {at}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+fig, ax = plt.subplots(figsize=(6, 3.2))
+for (name, rs), color in zip(lr_runs.items(), ["tab:blue", "tab:red"]):
+    for k, r in enumerate(rs):
+        ax.plot([t[1] for t in r["trace"]], [t[2] - base_cat for t in r["trace"]], "o-", color=color, markersize=3,
+                alpha=0.7, label=name if k == 0 else None)
+ax.set_xscale("log")
+ax.set_yscale("symlog", linthresh=0.1)
+ax.invert_xaxis()
+ax.set_xlabel("SFT probe loss (falls as SFT proceeds →)")
+ax.set_ylabel("forgetting: cat-world loss − base (nats)")
+ax.set_title("Along the whole run, the large rate pays far more base loss per unit of SFT", fontsize=9)
+ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+q_lr = ask("12.sft_lr_forgetting", "After the same 80 SFT steps, which learning rate leaves the base model's "
+           "cat-world loss higher?", choices=["large lr", "no detectable difference", "small lr"])
+
+# %% [markdown]
+# **Comparisons.** Large (A) vs small (B) learning rate, paired by seed: forgetting after the same
+# steps; forgetting at matched SFT loss; and the SFT gain itself (accuracy of the answers: both arms
+# learn the task, a difference under 0.05 counts as none). **Claim:** at the small rate the
+# base model keeps its cat-world loss within 0.5 nats of where it was.
+
+# %%
+lr_matched = ["base model (pretrained, before SFT)", "SFT data: the same 1000 chat examples",
+              "batch order per seed", "AdamW, clip 1.0, batch 32"]
+
+
+def lr_arm(name, key):
+    return [r[key] for r in lr_runs[name]]
+
+
+forgets = compare("12.large_sft_lr_forgets", lr_arm("large lr", "forgetting"), lr_arm("small lr", "forgetting"),
+                  seeds=REPAIR_SEEDS, arms=("lr 3e-2", "lr 1e-3"), metric="forgetting after SFT: cat-world loss - base, nats",
+                  higher_is_better=False, expect="A worse", matched_on=lr_matched + [f"{SFT_STEPS} SFT steps"])
+compare("12.large_sft_lr_forgets_at_matched_sft_loss", [r["matched"][2] - base_cat for r in lr_runs["large lr"]],
+        lr_arm("small lr", "forgetting"), seeds=REPAIR_SEEDS, arms=("lr 3e-2", "lr 1e-3"),
+        metric="forgetting at matched SFT loss (large lr at its last probe above small lr's final SFT loss), nats",
+        higher_is_better=False, expect="A worse", matched_on=lr_matched + ["SFT probe loss (large lr read just before it "
+                                                                           "reaches the small lr's final loss)"])
+compare("12.sft_gain_both_lrs", lr_arm("large lr", "accuracy"), lr_arm("small lr", "accuracy"), seeds=REPAIR_SEEDS,
+        arms=("lr 3e-2", "lr 1e-3"), metric="SFT gain: accuracy of the greedy answers", expect="no detectable difference",
+        min_effect=0.05, matched_on=lr_matched + [f"{SFT_STEPS} SFT steps"])
+_ = claim("12.small_sft_lr_keeps_base", max(lr_arm("small lr", "forgetting")), below=0.5, control="lr 3e-2 (smallest)",
+          control_value=min(lr_arm("large lr", "forgetting")),
+          text="forgetting at lr 1e-3, largest over seeds, nats")
+
+# %%
+_ = reveal(q_lr, {"A worse": "large lr", "A better": "small lr"}.get(forgets["verdict"], "no detectable difference"))
+
+# %% [markdown]
+# Both rates teach the format and the answers; only the large one wipes out the base model's
+# language, and it does so even when read as early as its SFT loss allows (matched SFT loss), so the
+# damage is not just "it trained further". The SFT data never shows cat-world text, so nothing in
+# the objective holds those weights in place; the step size decides how far the shared weights move.
+# That last sentence is a **hypothesis** about the mechanism; the measured part is the forgetting.
+# (Section 4's SFT stage ran at 3e-3, between the two.)
+#
+# ## 6. Try it
 #
 # **Exercise 1.** Write the temperature weights: given source sizes and γ, return one sampling
 # weight per source.
@@ -439,6 +553,7 @@ print("exercise 2: your epochs are alpha_k * S / n_k")
 # | chi-square on 20,000 draws | the sampler draws the configured mixture; a size-proportional loader is caught |
 # | held-out loss vs γ | the mixture is a trade-off between not learning and memorising a small domain |
 # | format across stages | a later stage can undo an earlier one; repair with a mixture |
+# | SFT learning rate | a large rate teaches the same SFT task and destroys the base model's language, also at matched SFT loss |
 #
 # The ledger of this run (every `CHECK`, `CLAIM` and `COMPARE` above):
 

@@ -41,8 +41,9 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorWithFlatte
 import labkit
 from labkit import IGNORE
 from labkit.batch import arange_positions, pad
-from labkit.bughunt import (check_lm_batch, check_packed_attention, check_pad_eos_collate, smoke_test_table,
-                            train_lm_pipeline, train_packed_pipeline, train_stop_pipeline)
+from labkit.exercises.bughunt import (check_hunt, check_lm_batch, check_packed_attention, check_pad_eos_collate,
+                                      draw_bug_hunt, smoke_test_table, student_id, train_lm_pipeline,
+                                      train_packed_pipeline, train_stop_pipeline)
 from labkit.checks import audit
 from labkit.claims import check, claim, summary
 from labkit.vocab import seed_vocab
@@ -66,7 +67,7 @@ tok = seed_vocab()
 #
 # `smoke_test_table()` runs each row twice. Each check is an existing labkit contract
 # (`assert_golden_shift`, `assert_prompt_masked`, `assert_masked_targets`, `assert_same_event_space`,
-# `assert_same_prompt`, `assert_mixture_proportions`) or a small one in `labkit.bughunt`
+# `assert_same_prompt`, `assert_mixture_proportions`) or a small one in `labkit.exercises.bughunt`
 # (`assert_no_cross_document`, `assert_gathered_diagonal`, `assert_distillation_contract`).
 
 # %%
@@ -151,12 +152,23 @@ assert audit(dict(DataCollatorForLanguageModeling(tokenizer=hf_ok, mlm=False)(fe
 # the positions that are evaluated: for windows cut from a long stream it is the chain's
 # $\sum_s \pi_s \max_j P_{sj}$; for whole sentences of at most 12 tokens (pipelines 2 and 3) the
 # next token also depends on the position, because a sentence that must end in time ends more often
-# late (`labkit.bughunt.sentence_conditionals`). We average $\max_j p(j \mid \text{context})$ over
+# late (`labkit.exercises.bughunt.sentence_conditionals`). We average $\max_j p(j \mid \text{context})$ over
 # exactly the evaluated contexts, and score the model's argmax with the same known conditionals
 # (its *expected* accuracy), which removes the noise of the sampled labels. Each has one bug.
-# The loss never crashes; only the model's behaviour gives it away. Read the pipeline, run it,
-# then fix it in the exercise. The grader (`labkit.bughunt.check_*`) trains a fresh model with
-# your function and measures its behaviour; it never reads your code.
+# The loss never crashes; only the model's behaviour gives it away. The three pipelines below are
+# worked examples. Your exercises are *your own* three pipelines, drawn from your student id: the
+# same three stages, but which bug, where the fix belongs (does the loss shift, or must the batch?),
+# which collator (right or left padding) and which mask convention the model reads are drawn per
+# student, so a fix copied from a classmate usually fails. The grader
+# (`labkit.exercises.bughunt.check_hunt`) trains a fresh model with your function, under the id the
+# grader knows you by, and measures its behaviour; it never reads your code.
+
+# %%
+STUDENT_ID = student_id(default="demo")   # working on your own: write your id here, e.g. STUDENT_ID = "s1234"
+hunt = draw_bug_hunt(STUDENT_ID)
+print(f"bug hunt of {STUDENT_ID!r}: " + ", ".join(f"pipeline {p.k} ({p.kind})" for p in hunt))
+
+# %% [markdown]
 #
 # ### Pipeline 1: the LM batch
 #
@@ -178,21 +190,27 @@ except AssertionError as err:
     print("grader:", err)
 
 # %% [markdown]
-# **Exercise 1.** Fix the batch builder: the model must reach the Bayes limit of next-token
-# accuracy with the same (shifting) loss.
+# **Exercise 1.** Your pipeline 1 is printed below: read which loss it uses, then fix its batch
+# builder so that the model reaches the Bayes limit of next-token accuracy with that loss.
+
+# %%
+print(hunt[0].card())
+
 
 # %%
 def fixed_lm_batch(block):
     ### BEGIN SOLUTION
-    return {"input_ids": block, "labels": block}
+    if hunt[0].options["loss_shifts"]:                 # the loss shifts: the batch must not
+        return {"input_ids": block, "labels": block}
+    return {"input_ids": block[:, :-1], "labels": block[:, 1:]}
     ### END SOLUTION
 
 
 # %%
 # CHECK: 13-lm-batch
-fixed1 = check_lm_batch(fixed_lm_batch, seed=SEED)
+fixed1 = check_hunt(fixed_lm_batch, 1, STUDENT_ID, seed=SEED)
 ### BEGIN HIDDEN TESTS
-check_lm_batch(fixed_lm_batch, seed=SEED + 7)
+check_hunt(fixed_lm_batch, 1, student_id(default=STUDENT_ID), seed=SEED + 7)
 ### END HIDDEN TESTS
 print(f"exercise 1: next-token accuracy {fixed1['acc']:.2f} (expected {fixed1['acc_expected']:.3f}) vs Bayes limit "
       f"{fixed1['bayes']:.3f}")
@@ -219,23 +237,29 @@ except AssertionError as err:
     print("grader:", err)
 
 # %% [markdown]
-# **Exercise 2.** Fix the collator (the pad id stays equal to the eos id): padding must not be a
-# target, and the model must learn to end its sentences.
+# **Exercise 2.** Your pipeline 2 is printed below. Fix its collator (the pad id stays equal to the
+# eos id, the padding side stays your tokenizer's): padding must not be a target, and the model
+# must learn to end its sentences.
+
+# %%
+print(hunt[1].card())
+
 
 # %%
 def fixed_collate(sentences, pad_id):
     ### BEGIN SOLUTION
-    input_ids, attention_mask = pad(sentences, pad_id, "right")
+    input_ids, attention_mask = pad(sentences, pad_id, hunt[1].options["side"])
     labels = input_ids.masked_fill(attention_mask.eq(0), IGNORE)
+    labels[:, 1:] = labels[:, 1:].masked_fill(attention_mask[:, :-1].eq(0), IGNORE)   # predicted from padding (left)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
     ### END SOLUTION
 
 
 # %%
 # CHECK: 13-pad-eos
-fixed2 = check_pad_eos_collate(fixed_collate, seed=SEED)
+fixed2 = check_hunt(fixed_collate, 2, STUDENT_ID, seed=SEED)
 ### BEGIN HIDDEN TESTS
-check_pad_eos_collate(fixed_collate, seed=SEED + 7)
+check_hunt(fixed_collate, 2, student_id(default=STUDENT_ID), seed=SEED + 7)
 ### END HIDDEN TESTS
 print(f"exercise 2: {fixed2['stop_rate']:.0%} of continuations stop with <eos>")
 
@@ -275,23 +299,29 @@ except AssertionError as err:
 # %%
 print(f"standard error of the sampled accuracy: {math.sqrt(buggy3['bayes'] * (1 - buggy3['bayes']) / buggy3['n_eval']):.3f}")
 #
-# **Exercise 3.** Fix the mask: causal inside each document, closed across documents, and every
-# position (padding included) may attend itself.
+# **Exercise 3.** Your pipeline 3 is printed below. Fix its mask: causal inside each document,
+# closed across documents, every position (padding included) may attend itself, returned in the
+# convention your model reads.
+
+# %%
+print(hunt[2].card())
+
 
 # %%
 def fixed_attention(document_ids):
     ### BEGIN SOLUTION
     T = document_ids.shape[1]
     same = document_ids[:, :, None].eq(document_ids[:, None, :])
-    return (same & torch.ones(T, T, dtype=torch.bool).tril()) | torch.eye(T, dtype=torch.bool)
+    allowed = (same & torch.ones(T, T, dtype=torch.bool).tril()) | torch.eye(T, dtype=torch.bool)
+    return allowed if hunt[2].options["convention"] == "keep" else ~allowed
     ### END SOLUTION
 
 
 # %%
 # CHECK: 13-packed-mask
-fixed3 = check_packed_attention(fixed_attention, seed=SEED)
+fixed3 = check_hunt(fixed_attention, 3, STUDENT_ID, seed=SEED)
 ### BEGIN HIDDEN TESTS
-check_packed_attention(fixed_attention, seed=SEED + 7)
+check_hunt(fixed_attention, 3, student_id(default=STUDENT_ID), seed=SEED + 7)
 ### END HIDDEN TESTS
 print(f"exercise 3: cross-document change {fixed3['leak']:.2g}, accuracy {fixed3['acc']:.2f} "
       f"(expected {fixed3['acc_expected']:.3f}, Bayes limit {fixed3['bayes']:.3f})")

@@ -50,6 +50,7 @@ broken_record.write_text(json.dumps({"task": "copy", "messages": [{"role": "user
 NAMESPACE = dict(globals())
 
 CASES = [
+    "completion_example([1, 2, 3], [4, 5], max_len=3)",
     "pad([[1, 2]], pad_value=None)",
     "pad([[1, 2]], 0, side='middle')",
     "pad(['the cat'], 0)",

@@ -1,4 +1,7 @@
-"""Student versions and autograding (labkit.assignments)."""
+"""Student versions and autograding (labkit.assignments, labkit.classroom.handout / grade).
+
+The reference-gets-full-marks test of notebook 00 lives in test_grading_integrity.py (graded in one
+class run with the attacks on its handout)."""
 import hashlib
 import json
 import subprocess
@@ -30,8 +33,9 @@ def test_every_notebook_has_two_exercises_with_checks(path):
     ids = exercise_ids(nb)
     solutions = sum(c.source.count("### BEGIN SOLUTION") for c in nb.cells if c.cell_type == "code")
     hidden = sum(c.source.count("### BEGIN HIDDEN TESTS") for c in nb.cells if c.cell_type == "code")
-    assert len(ids) >= 2 and len(set(ids)) == len(ids), f"CHECK ids: {ids}"
-    assert solutions >= 2 and hidden >= 2
+    need = 1 if path.name[2].isalpha() else 2             # new NNx_ notebooks need one exercise, the core ones two
+    assert len(ids) >= need and len(set(ids)) == len(ids), f"CHECK ids: {ids}"
+    assert solutions >= need and hidden >= need
     student = make_student_notebook(nb)
     for cell in student.cells:
         if cell.cell_type == "code":
@@ -39,6 +43,7 @@ def test_every_notebook_has_two_exercises_with_checks(path):
             assert "### BEGIN SOLUTION" not in cell.source and "HIDDEN TESTS" not in cell.source
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_and_refuses_existing_dir(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     files_a, files_b = build(a), build(b)
@@ -74,6 +79,7 @@ def tiny_pair(tmp_path, solution, timeout_body=None):
     return src, path
 
 
+@pytest.mark.slow
 def test_wrong_solution_gets_the_misconception_message(tmp_path):
     # a typical mistake: every position gets a label, so unmasked tokens are graded too
     src, student = tiny_pair(tmp_path, "x = list(ids); x[2] = 3\n    return x, list(ids)")
@@ -85,6 +91,7 @@ def test_wrong_solution_gets_the_misconception_message(tmp_path):
     assert hashlib.sha256(student.read_bytes()).hexdigest() == before, "the student's file must not change"
 
 
+@pytest.mark.slow
 def test_infinite_loop_times_out_cleanly(tmp_path):
     src, student = tiny_pair(tmp_path, "while True:\n        pass")
     report_path = tmp_path / "report.json"
@@ -97,6 +104,7 @@ def test_infinite_loop_times_out_cleanly(tmp_path):
     assert all(not e["passed"] for e in report["exercises"])
 
 
+@pytest.mark.slow
 def test_student_version_runs_until_its_first_exercise(tmp_path):
     """Executed top to bottom, the first error of a student notebook is NotImplementedError."""
     from nbclient import NotebookClient
@@ -105,7 +113,7 @@ def test_student_version_runs_until_its_first_exercise(tmp_path):
     build(tmp_path / "out")
     nb = nbformat.read(tmp_path / "out" / "00_tour.ipynb", as_version=4)
     with pytest.raises(CellExecutionError) as err:
-        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert err.value.ename == "NotImplementedError"
     failed = [c for c in nb.cells if c.cell_type == "code" and any(o.get("output_type") == "error" for o in c.get("outputs", []))]
     first_exercise = next(c for c in nb.cells if c.cell_type == "code" and
@@ -114,9 +122,50 @@ def test_student_version_runs_until_its_first_exercise(tmp_path):
     assert len(failed) == 1 and failed[0] in (first_exercise, first_check)
 
 
-def test_reference_solutions_get_full_marks(tmp_path):
-    copy = tmp_path / "00_tour.ipynb"
-    copy.write_bytes((NOTEBOOKS / "00_tour.ipynb").read_bytes())
-    report = grade(copy, NOTEBOOKS, timeout=300)
-    assert report.status == "completed", report.message
-    assert report.score == report.max_score >= 2, [e for e in report.exercises if not e.passed]
+def test_handouts_carry_no_outputs_and_no_ledger(tmp_path):
+    """An output of a solved notebook can state an answer (13's bug cells print the grader's verdict,
+    which names the fix): handouts clear every output and the measured ledger."""
+    for path in build(tmp_path / "out"):
+        if path.suffix != ".ipynb":
+            continue
+        nb = nbformat.read(path, as_version=4)
+        assert "claims" not in nb.metadata.get("labkit", {}) and nb.metadata["labkit"]["source"] == path.name
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, path.name
+                assert cell.metadata["labkit"]["kind"] in ("solution", "check", "locked")
+
+
+def test_scheduled_mix_checkers_accept_every_correct_coin():
+    """07's mix_prefix: `rand >= alpha` (the reference), `rand < 1 - alpha` and bernoulli all pass; one coin per
+    sequence fails (issue 16: the hidden test compared bit-for-bit with one way of drawing)."""
+    import torch
+
+    from labkit.exercises.autoregressive import check_scheduled_mix, check_scheduled_mix_on
+
+    def mixer(coin_of):
+        def mix(x, p, a, s, g):
+            coin = coin_of(x, a, g)
+            coin[:, :s] = False
+            return torch.where(coin, torch.cat([x[:, :1], p[:, :-1]], 1), x)
+        return mix
+
+    ways = [lambda x, a, g: torch.rand(x.shape, generator=g) >= a,
+            lambda x, a, g: torch.rand(x.shape, generator=g) < 1 - a,
+            lambda x, a, g: torch.bernoulli(torch.full(x.shape, 1.0 - a), generator=g).bool()]
+    x = torch.randint(0, 50, (64, 20), generator=torch.Generator().manual_seed(1))
+    p = torch.randint(0, 50, (64, 20), generator=torch.Generator().manual_seed(2))
+    for way in ways:
+        check_scheduled_mix(mixer(way))
+        check_scheduled_mix_on(mixer(way), x, p, 0.6, 5)
+    per_sequence = mixer(lambda x, a, g: (torch.rand(x.shape[0], 1, generator=g) < 1 - a).expand_as(x).clone())
+    with pytest.raises(AssertionError, match="per TOKEN"):
+        check_scheduled_mix(per_sequence)
+
+
+def test_build_cli_nbgrader_format(tmp_path):
+    cli = subprocess.run([sys.executable, "-m", "labkit.assignments", "build", "--out", str(tmp_path / "c"), "--format",
+                          "nbgrader", "--assignment", "lab"], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert (tmp_path / "c" / "source" / "lab" / "00_tour.ipynb").is_file()
+    assert (tmp_path / "c" / "nbgrader_config.py").is_file()

@@ -5,8 +5,9 @@ control redraws it. A panel needs nothing from its notebook's training runs, so 
 re-running whole notebooks (minutes; nbval already executes them) the test writes ONE small
 notebook, one cell per panel of labkit.widgets (every panel the lab's notebooks show) plus a
 prediction widget (labkit.predict), opens it once, runs it, then per panel changes every control and
-asserts the panel's output changed; it clicks "train this state now" on the shift panel (a live
-tiny-model run, its progress bar must finish) and commits a prediction. Screenshots go to
+asserts the panel's output changed; it clicks "train this state now" on the shift panel and on the
+two fine-tuning panels (DPO, scheduled sampling: a live tiny-model run each, its progress bar must
+finish and the live run must appear beside the stored one) and commits a prediction. Screenshots go to
 artifacts/browser/. Skips (saying why) where chromium is absent; LABKIT_REQUIRE_BROWSER=1 turns
 that into a failure. Everything is served from a temporary folder.
 """
@@ -281,16 +282,23 @@ def test_panel_responds_in_jupyterlab(page, k, name):
     assert not unchanged, f"{name}: these controls did not change the panel's output: {unchanged}"
 
 
-def test_train_this_state_now(page):
-    """The shift panel's button retrains the selected state live: the bar fills, a finished line and the
-    live column appear beside the stored run."""
-    panel = _cell(page, 1).locator(".widget-vbox.lab-panel").first
+LIVE_PANELS = ["shift", "scheduled_sampling", "dpo_weights"]     # a plain LM run, and the two fine-tuning panels
+
+
+@pytest.mark.parametrize("name", LIVE_PANELS)
+def test_train_this_state_now(page, name):
+    """The button retrains the selected state live: the bar fills, a finished line and the live column
+    appear beside the stored run (the fine-tuning panels first train their shared start: seconds more)."""
+    k = 1 + [n for n, _ in PANEL_CELLS].index(name)
+    panel = _cell(page, k).locator(".widget-vbox.lab-panel").first
     panel.scroll_into_view_if_needed()
     before = _snapshot(panel)
     panel.locator("button", has_text="train this state now").click()
     panel.locator(".widget-html-content", has_text="done:").wait_for(timeout=300_000)
     assert "trained now" in _snapshot(panel) and _snapshot(panel) != before
-    panel.screenshot(path=str(ARTIFACTS / "shift-trained-now.png"))
+    panel.screenshot(path=str(ARTIFACTS / f"{name}-trained-now.png"))
+    bar = panel.locator(".widget-hprogress .progress-bar").first
+    assert "width: 100%" in (bar.get_attribute("style") or ""), "the progress bar did not finish"
 
 
 def test_prediction_commits(page):

@@ -131,3 +131,34 @@ def test_scheduled_sampling_panel_rerenders():
     panel.step.value = 0
     assert panel.renders == 5 and panel.state["alpha"] == 0.0 and panel.state["n_replaced"] == 2
     assert panel.ui().children[0] is panel.shape
+
+
+def test_finetune_panels_show_the_stored_run_of_the_selected_state():
+    from labkit.widgets import DPOWeightsPanel, ScheduledSamplingPanel, render_learned, stored_runs
+    from labkit.widgets.learned_finetune import DPO_BETAS
+
+    d = DPOWeightsPanel()
+    assert [v for _, v in d.beta.options] == list(DPO_BETAS)             # the slider stops are the stored betas
+    assert "state <code>0.3/sum</code>" in d.learned.output.value and "stored run" in d.learned.output.value
+    d.mode.value = "token_mean"
+    d.beta.value = 1.0
+    view = d.learned.output.value
+    assert "state <code>1/token_mean</code>" in view and "filler words per answer" in view and view.count("<svg") == 2
+    assert "reference line: log 2" in view                               # a reference value, not a floor
+    with pytest.raises(ContractError, match="stop"):
+        DPOWeightsPanel(beta=0.2)
+    s = ScheduledSamplingPanel()
+    assert "state <code>linear/0.75</code>" in s.learned.output.value
+    before = s.learned.output.value
+    s.step.value = 10                                                    # the contract view moves, the run does not
+    assert s.learned.output.value == before
+    s.alpha_min.value = 1.0
+    assert "state <code>teacher_forcing</code>" in s.learned.output.value
+    s.alpha_min.value = 0.3
+    assert "between the stored settings" in s.learned.output.value and s.learned.button.disabled   # nothing to train
+    s.shape.value = "constant"
+    s.alpha_min.value = 0.0
+    assert "free-running accuracy" in s.learned.output.value and "answer position" in s.learned.output.value
+    live = dict(stored_runs("scheduled_sampling")["runs"]["constant/0.00"], seconds=1.0)
+    both = render_learned("scheduled_sampling", "constant/0.00", live=live)["html"]
+    assert "trained now" in both and "(trained now)</title>" in both      # the live series drawn over the stored one

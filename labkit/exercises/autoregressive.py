@@ -237,3 +237,35 @@ def check_scheduled_mix(fn) -> None:
     moved = half[:, start:].ne(gold[:, start:])
     if not torch.equal(half[:, start:][moved], preds[:, start - 1:-1][moved]):
         raise AssertionError("a replaced token must be the model's token for that position, predictions[:, t-1]")
+    per_row = moved.sum(1).double()                  # independent coins: Binomial(T - start, 0.3) per row
+    want_var = (T - start) * 0.3 * 0.7
+    if float(per_row.var()) > 2.0 * want_var:
+        raise AssertionError(f"the replaced tokens cluster by row (variance of replacements per row {float(per_row.var()):.1f}, "
+                             f"independent tokens give about {want_var:.1f}): draw one coin per TOKEN, not one per sequence")
+
+
+def check_scheduled_mix_on(fn, input_ids, predictions, alpha: float, start: int, seed: int = 3) -> None:
+    """Grade fn on given rows (e.g. a notebook's validation batch) by behaviour, so that every correct way
+    of drawing the coins passes (rand >= alpha, rand < 1 - alpha, bernoulli, ...): the prompt is kept,
+    each changed token is the model's token for that position (predictions[:, t-1]), and among the
+    answer positions where that token differs from the gold one the share replaced is 1 - alpha within
+    4 binomial standard errors. Raises AssertionError naming the misconception."""
+    out = fn(input_ids.clone(), predictions.clone(), alpha, start, torch.Generator().manual_seed(seed))
+    out = out[0] if isinstance(out, tuple) else out
+    if not isinstance(out, torch.Tensor) or out.shape != input_ids.shape:
+        raise AssertionError(f"return the mixed input_ids with the shape {tuple(input_ids.shape)} of input_ids")
+    if not torch.equal(out[:, :start], input_ids[:, :start]):
+        raise AssertionError("prompt tokens (before `start`) were replaced; the prompt is never the model's")
+    proposed = torch.cat([input_ids[:, :1], predictions[:, :-1]], 1)
+    changed = out.ne(input_ids)
+    if not torch.equal(out[changed], proposed[changed]):
+        raise AssertionError("a changed token must be the model's token for that position, predictions[:, t-1]")
+    can = proposed[:, start:].ne(input_ids[:, start:])          # a replacement is visible only where they differ
+    n = int(can.sum())
+    if n == 0:
+        return
+    rate = float(changed[:, start:][can].float().mean())
+    se = (alpha * (1 - alpha) / n) ** 0.5
+    if abs(rate - (1 - alpha)) > 4 * se + 1e-9:
+        raise AssertionError(f"on these rows you replaced {rate:.2f} of the answer tokens that could change; expected "
+                             f"about {1 - alpha:.2f} (keep the gold token with probability alpha = {alpha})")

@@ -495,3 +495,170 @@ def compare_grads(a: dict, b: dict) -> dict:
     diff = max(float((a[n] - b[n]).abs().max()) for n in b)
     scale = max(float(b[n].abs().max()) for n in b)
     return {"max_abs": diff, "max_rel": diff / scale if scale > 0 else diff}
+
+
+# ----------------------------------------------------------------------------- hard-negative mining (notebook 09)
+
+from labkit.contracts import count, positive  # noqa: E402  (this appended section's imports)
+from labkit.train import fit  # noqa: E402
+
+class DuplicateCatalogue:
+    """A retrieval world with a coarse and a fine level of meaning, and KNOWN duplicates.
+
+    `categories` x `products_per_category` products. A product's vector is [its category's
+    prototype (N(0, s_coarse^2) per dimension, shared by the category), its own offset
+    (N(0, s_fine^2))]: the category is easy to see, the product within it is not. Each product is
+    listed `listings_per_product` times (listing = product vector + N(0, s_listing^2) noise, plus
+    `nuisance_dim` dimensions of N(0, s_nuisance^2) noise that mean nothing): the catalogue's
+    duplicates. A query is a fresh view of a product (N(0, s_query^2) noise, its own nuisance).
+    Any listing of the query's product is a right answer, so when a query's positive is one
+    listing, the other listings of the same product are false negatives.
+
+    listings [N, dim], listing_product [N], product_category [P].
+    """
+
+    def __init__(self, seed: int = 0, categories: int = 32, products_per_category: int = 4, listings_per_product: int = 6,
+                 coarse_dim: int = 8, fine_dim: int = 8, nuisance_dim: int = 16, s_coarse: float = 2.0, s_fine: float = 0.4,
+                 s_listing: float = 0.2, s_query: float = 0.5, s_nuisance: float = 2.0):
+        C, Fp = count(categories, "categories", 2), count(products_per_category, "products_per_category", 2)
+        L = count(listings_per_product, "listings_per_product", 1)
+        dims = [count(coarse_dim, "coarse_dim"), count(fine_dim, "fine_dim"), count(nuisance_dim, "nuisance_dim", 0)]
+        self.s_coarse, self.s_fine = positive(s_coarse, "s_coarse"), positive(s_fine, "s_fine")
+        self.s_listing, self.s_query = finite(s_listing, "s_listing", low=0.0), finite(s_query, "s_query", low=0.0)
+        self.s_nuisance = finite(s_nuisance, "s_nuisance", low=0.0)
+        g = torch.Generator().manual_seed(int(seed))
+        category = torch.randn(C, dims[0], generator=g) * self.s_coarse
+        offset = torch.randn(C, Fp, dims[1], generator=g) * self.s_fine
+        self.products = torch.cat([category[:, None].expand(C, Fp, dims[0]), offset], -1).reshape(C * Fp, -1)
+        self.product_category = torch.arange(C * Fp) // Fp
+        self.listing_product = torch.arange(C * Fp).repeat_interleave(L)
+        self.nuisance_dim, self.listings_per_product = dims[2], L
+        self.listings = self._view(self.listing_product, self.s_listing, g)
+
+    @property
+    def dim(self) -> int:
+        return self.listings.shape[1]
+
+    @property
+    def n_products(self) -> int:
+        return len(self.products)
+
+    def _view(self, products: torch.Tensor, noise: float, generator) -> torch.Tensor:
+        base = self.products[products] + noise * torch.randn(len(products), self.products.shape[1], generator=generator)
+        return torch.cat([base, self.s_nuisance * torch.randn(len(products), self.nuisance_dim, generator=generator)], -1)
+
+    def queries(self, products, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Fresh query views of the given products ([n] ids) -> [n, dim]."""
+        products = torch.as_tensor(products)
+        if products.dim() != 1 or (len(products) and (int(products.min()) < 0 or int(products.max()) >= self.n_products)):
+            raise ContractError(f"products must be [n] ids in [0, {self.n_products}), got {tuple(products.shape)}")
+        return self._view(products, self.s_query, generator)
+
+    def duplicates(self, positive: torch.Tensor) -> torch.Tensor:
+        """[B, N] bool: True where listing j shows the same product as listing positive[i] (itself included)."""
+        return self.listing_product[None, :].eq(self.listing_product[torch.as_tensor(positive)][:, None])
+
+
+def mine_negatives(sim: torch.Tensor, positive: torch.Tensor, n_neg: int, k: int | None = None,
+                   exclude: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick n_neg negatives per query: [B, n_neg] key indices.
+
+    sim [B,N]: similarities of each query to every key; positive [B]: its matched key (never a
+    negative). k=None: uniformly at random among the other keys ("random negatives"); k: at random
+    among the k most similar other keys (hard-negative mining; smaller k = harder). exclude [B,N]
+    bool: keys that may never be negatives (e.g. known duplicates of the positive).
+    """
+    if sim.dim() != 2:
+        raise ContractError(f"sim must be [B,N] similarities, got {tuple(sim.shape)}")
+    B, N = sim.shape
+    positive = torch.as_tensor(positive, device=sim.device)
+    if positive.shape != (B,) or int(positive.min()) < 0 or int(positive.max()) >= N:
+        raise ContractError(f"positive must be [B]={B} key indices in [0, {N})")
+    n_neg = count(n_neg, "n_neg")
+    score = torch.rand(B, N, generator=generator).to(sim.device) if k is None else sim.detach().float().clone()
+    banned = torch.zeros(B, N, dtype=torch.bool, device=sim.device)
+    banned[torch.arange(B, device=sim.device), positive] = True
+    if exclude is not None:
+        if exclude.shape != (B, N) or exclude.dtype != torch.bool:
+            raise ContractError(f"exclude must be a [B,N]={B, N} bool mask, got {exclude.dtype} {tuple(exclude.shape)}")
+        banned |= exclude.to(sim.device)
+    pool = N - int(banned.sum(1).max())
+    depth = pool if k is None else count(k, "k")
+    if not n_neg <= depth <= pool:
+        raise ContractError(f"need n_neg <= k <= the keys left per query: n_neg={n_neg}, k={depth}, keys left={pool}; "
+                            "fix: a larger k or fewer negatives")
+    top = score.masked_fill(banned, float("-inf")).topk(depth, dim=1).indices
+    pick = torch.rand(B, depth, generator=generator).argsort(1)[:, :n_neg].to(sim.device)
+    return top.gather(1, pick)
+
+
+def mined_info_nce(zq: torch.Tensor, zpos: torch.Tensor, zneg: torch.Tensor, temperature: float,
+                   false_negative_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE over in-batch keys plus mined negatives (DPR style).
+
+    zq [B,D] queries, zpos [B,D] their positive keys, zneg [B,K,D] each query's mined negatives.
+    Query i classifies over [the B in-batch keys | its own K negatives], target i:
+    logits [B, B+K] = [normalize(zq) @ normalize(zpos).T, <zq_i, zneg_ik>] / tau.
+    false_negative_mask [B,B] bool removes in-batch keys that share query i's meaning.
+    """
+    _check_pair(zq, zpos)
+    t = _check_temperature(temperature)
+    if zneg.dim() != 3 or zneg.shape[0] != zq.shape[0] or zneg.shape[2] != zq.shape[1]:
+        raise ContractError(f"zneg must be [B,K,D] = [{zq.shape[0]}, K, {zq.shape[1]}], got {tuple(zneg.shape)}")
+    q, p, n = F.normalize(zq, dim=-1), F.normalize(zpos, dim=-1), F.normalize(zneg, dim=-1)
+    in_batch = _mask_logits(q @ p.T / t, torch.arange(len(q), device=q.device), false_negative_mask)
+    mined = (q[:, None] * n).sum(-1) / t
+    return F.cross_entropy(torch.cat([in_batch, mined], 1), torch.arange(len(q), device=q.device))
+
+
+def catalogue_encoder(dim: int, seed: int, hidden: int = 64, out: int = 16) -> torch.nn.Module:
+    """One MLP tower for queries and listings alike: [n, dim] -> [n, out] (seeded initialisation)."""
+    torch.manual_seed(int(seed))
+    return torch.nn.Sequential(torch.nn.Linear(dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, out))
+
+
+def train_with_mined_negatives(catalogue: DuplicateCatalogue, seed: int, k: int | None = None, dedup: bool = False,
+                               steps: int = 150, batch_size: int = 32, n_neg: int = 4, temperature: float = 0.1,
+                               lr: float = 3e-3) -> tuple[torch.nn.Module, dict]:
+    """Train catalogue_encoder with in-batch negatives plus n_neg negatives per query mined from the
+    whole catalogue under the current model: random (k=None) or among its k most similar listings.
+    dedup=True drops the known duplicates of the positive (from the mining pool and the in-batch
+    keys). Each step: batch_size products' listings as positives, fresh query views as queries.
+    Returns (model, {"fn_share": share of mined negatives that are duplicates of the positive,
+    over the last quarter of training}). Same seed -> same init, same positives and views."""
+    g = torch.Generator().manual_seed(int(seed) + 7)
+    N = len(catalogue.listings)
+    positives = [torch.randint(N, (batch_size,), generator=g) for _ in range(steps)]
+    batches = [(catalogue.queries(catalogue.listing_product[p], g), p) for p in positives]
+    mine_gen = torch.Generator().manual_seed(int(seed) + 11)
+    fn: list[float] = []
+
+    def loss_fn(model, batch):
+        queries, pos = batch
+        zq, zl = model(queries), model(catalogue.listings.to(queries.device))
+        dup = catalogue.duplicates(pos.cpu()).to(queries.device)
+        with torch.no_grad():
+            neg = mine_negatives(F.normalize(zq, dim=-1) @ F.normalize(zl, dim=-1).T, pos, n_neg, k,
+                                 exclude=dup if dedup else None, generator=mine_gen)
+            fn.append(float(dup.gather(1, neg).float().mean()))
+        in_batch_fn = dup[:, pos] & ~torch.eye(len(pos), dtype=torch.bool, device=dup.device) if dedup else None
+        return mined_info_nce(zq, zl[pos], zl[neg], temperature, false_negative_mask=in_batch_fn)
+
+    model = catalogue_encoder(catalogue.dim, seed)
+    fit(model, batches, loss_fn, steps=steps, lr=lr, progress=False, desc="mined negatives")
+    tail = fn[-max(1, steps // 4):]
+    return model, {"fn_share": sum(tail) / len(tail)}
+
+
+@torch.no_grad()
+def catalogue_retrieval(model: torch.nn.Module, catalogue: DuplicateCatalogue, n: int = 1000, seed: int = 99) -> dict:
+    """Top-1 retrieval of n fresh queries against the whole catalogue (cosine): "fine" = the
+    retrieved listing shows the query's product (any duplicate counts), "coarse" = its category."""
+    g = torch.Generator().manual_seed(int(seed))
+    products = torch.randint(catalogue.n_products, (n,), generator=g)
+    dev = next(model.parameters()).device
+    q = F.normalize(model(catalogue.queries(products, g).to(dev)), dim=-1)
+    top = (q @ F.normalize(model(catalogue.listings.to(dev)), dim=-1).T).argmax(-1).cpu()
+    got = catalogue.listing_product[top]
+    return {"fine": float(got.eq(products).double().mean()),
+            "coarse": float(catalogue.product_category[got].eq(catalogue.product_category[products]).double().mean())}

@@ -1,9 +1,12 @@
-"""What the model learns: for every state of five panels, a real tiny-model run.
+"""What the model learns: for every state of seven panels, a real tiny-model run.
 
 The contract panels (shift, padding, mask ratio, temperature, reduction) show what a choice does to
 one example. This module trains a tiny model under each state, with the models, data and trainer the
 notebooks use (labkit.models, MarkovWorld, labkit.train.fit), and reports the loss curve against
-the known floor, the accuracy that matters and a few samples.
+the known floor, the accuracy that matters and a few samples. Two fine-tuning panels, DPO (beta x
+sum/mean, notebook 11) and scheduled sampling (shape x alpha_min, notebook 07), fine-tune the
+notebook's own starting model in each state (labkit.widgets.learned_finetune) and add a per-x
+series (answers by length; accuracy by answer position).
 
     run_state(panel, state, seed=None, device=None, callback=None) -> run dict (one state, live)
     write_panel_data(path, panel, seed=0)     every state of a panel -> JSON (make panel-data)
@@ -12,7 +15,8 @@ the known floor, the accuracy that matters and a few samples.
     LearnedView(panel)                        the widget: stored run + "train this state now"
 
 A run dict: {"state", "seed", "steps", "curve": [[step, training loss]...], "floors": {name: nats},
-"metrics": {name: value}, "samples": [str], "device"}. Stored runs are computed on the CPU under
+"metrics": {name: value}, "samples": [str], "device"}, and for some panels "series": {"x", "xlabel",
+"lines": {name: [share per x]}}. Stored runs are computed on the CPU under
 a fixed seed (LABKIT_SEED when set), so `make panel-data` rewrites the same file on one machine
 (floats are rounded to 4 decimals).
 """
@@ -39,9 +43,11 @@ from labkit.paradigms.masked import bert_mask, delete_tokens, masked_lm_loss, ra
 from labkit.reduce import REDUCTIONS, reduce
 from labkit.train import fit
 from labkit.vocab import seed_vocab
+from labkit.widgets.learned_finetune import (DPO_BETAS, DPO_PROGRESS, DPO_STATES, SS_ALPHA_MINS, SS_PROGRESS, SS_STATES,
+                                             run_dpo, run_scheduled_sampling)
 
 __all__ = ["PANELS", "run_state", "write_panel_data", "stored_runs", "render_learned", "LearnedView", "state_key",
-           "TEMPERATURES", "MASK_RATIOS"]
+           "TEMPERATURES", "MASK_RATIOS", "DPO_BETAS", "SS_ALPHA_MINS"]
 
 SHIFT_STATES = ("dataset", "loss", "both", "none")            # = widgets.panels.SHIFT_PLACES, in its order
 PADDING_STATES = ("left/mask", "left/arange", "right/mask", "right/arange")
@@ -283,15 +289,23 @@ def _run_mask_ratio(state: str, seed: int, device, callback) -> dict:
     return {"floors": floors, "metrics": metrics, "samples": samples, "history": hist}
 
 
+# states, run function, notebook, what is trained; "progress": the callback steps of one live run (its bar);
+# "line": how the dashed lines of the loss plot are named (a floor, or a reference value)
 PANELS = {
-    "shift": {"states": SHIFT_STATES, "run": _run_shift, "notebook": "03", "what": "TinyCausalLM on MarkovWorld blocks"},
-    "padding": {"states": PADDING_STATES, "run": _run_padding, "notebook": "04", "what": "TinyCausalLM on MarkovWorld sentences"},
+    "shift": {"states": SHIFT_STATES, "run": _run_shift, "notebook": "03", "what": "TinyCausalLM on MarkovWorld blocks",
+              "progress": STEPS},
+    "padding": {"states": PADDING_STATES, "run": _run_padding, "notebook": "04", "what": "TinyCausalLM on MarkovWorld sentences",
+                "progress": STEPS},
     "mask_ratio": {"states": tuple(f"{k}/{r:.1f}" for k in MASK_KINDS for r in MASK_RATIOS), "run": _run_mask_ratio,
-                   "notebook": "08", "what": "bidirectional TinyTransformer on MarkovWorld windows"},
+                   "notebook": "08", "what": "bidirectional TinyTransformer on MarkovWorld windows", "progress": MLM_STEPS},
     "temperature": {"states": tuple(f"{T:g}" for T in TEMPERATURES), "run": _run_temperature, "notebook": "01",
-                    "what": "TinyCausalLM on MarkovWorld blocks, loss = CE(softmax(z / T))"},
+                    "what": "TinyCausalLM on MarkovWorld blocks, loss = CE(softmax(z / T))", "progress": STEPS},
     "reduction": {"states": tuple(REDUCTIONS), "run": _run_reduction, "notebook": "06",
-                  "what": "TinyCausalLM on MarkovWorld sentences"},
+                  "what": "TinyCausalLM on MarkovWorld sentences", "progress": STEPS},
+    "dpo": {"states": DPO_STATES, "run": run_dpo, "notebook": "11", "progress": DPO_PROGRESS, "line": "reference line",
+            "what": "DPO from notebook 11's SFT reference (TinyCausalLM) on its 600 training pairs, 80 steps"},
+    "scheduled_sampling": {"states": SS_STATES, "run": run_scheduled_sampling, "notebook": "07", "progress": SS_PROGRESS,
+                           "what": "notebook 07's teacher-forced checkpoint fine-tuned 60 steps on RunningSumTask"},
 }
 
 
@@ -303,7 +317,8 @@ def _panel(panel: str) -> dict:
 
 def state_key(panel: str, **values) -> str:
     """The stored-run key of a panel state: shift(where), padding(side, positions), mask_ratio(kind, ratio),
-    temperature(T), reduction(reduction). Values between the slider stops map to no stored run (None)."""
+    temperature(T), reduction(reduction), dpo(beta, reduction), scheduled_sampling(shape, alpha_min; alpha_min 1
+    is "teacher_forcing" whatever the shape). Values between the slider stops map to no stored run (None)."""
     if panel == "shift":
         return values["where"]
     if panel == "padding":
@@ -316,6 +331,16 @@ def state_key(panel: str, **values) -> str:
         return f"{hit[0]:g}" if hit else None
     if panel == "reduction":
         return values["reduction"]
+    if panel == "dpo":
+        beta = float(values["beta"])
+        hit = [b for b in DPO_BETAS if abs(b - beta) <= 1e-6 * b]
+        return f"{hit[0]:g}/{values['reduction']}" if hit else None
+    if panel == "scheduled_sampling":
+        a = float(values["alpha_min"])
+        if abs(a - 1.0) < 1e-6:
+            return "teacher_forcing"
+        hit = [m for m in SS_ALPHA_MINS if abs(m - a) < 1e-6]
+        return f"{values['shape']}/{hit[0]:.2f}" if hit else None
     _panel(panel)
 
 
@@ -333,9 +358,12 @@ def run_state(panel: str, state: str, seed: int | None = None, device=None, call
     start = time.perf_counter()
     out = spec["run"](state, seed, device, callback)
     hist = out.pop("history")
-    return {"state": state, "seed": seed, "steps": len(hist.loss), "curve": [[s, _r(v)] for s, v in _curve(hist)],
-            "floors": {k: _r(v) for k, v in out["floors"].items()}, "metrics": {k: _r(v) for k, v in out["metrics"].items()},
-            "samples": out["samples"], "device": hist.device, "seconds": time.perf_counter() - start}
+    run = {"state": state, "seed": seed, "steps": len(hist.loss), "curve": [[s, _r(v)] for s, v in _curve(hist)],
+           "floors": {k: _r(v) for k, v in out["floors"].items()}, "metrics": {k: _r(v) for k, v in out["metrics"].items()},
+           "samples": out["samples"], "device": hist.device, "seconds": time.perf_counter() - start}
+    if "series" in out:
+        run["series"] = {**out["series"], "lines": {k: [_r(float(v)) for v in vs] for k, vs in out["series"]["lines"].items()}}
+    return run
 
 
 def panel_data(panel: str, seed: int | None = None, states=None, device="cpu") -> dict:
@@ -397,14 +425,43 @@ def _svg(curves: dict, floors: dict, width: int = 320, height: int = 150) -> str
     return "".join(parts)
 
 
+SERIES_COLORS = ("#5c85d6", "#2e9d4a", "#999999")
+
+
+def _series_svg(series: dict, live: dict | None = None, width: int = 300, height: int = 150) -> str:
+    """A run's series {"x", "xlabel", "lines": {name: [share per x]}} as an inline SVG, y in [0, 1]; the
+    first line of a live run is drawn over it in orange, dashed."""
+    xs = series["x"]
+    x0, x1 = min(xs), max(xs)
+    pad, top = 28, 6
+    sx = lambda x: pad + (width - pad - 6) * (x - x0) / ((x1 - x0) or 1)  # noqa: E731
+    sy = lambda y: top + (height - top - 16) * (1.0 - y)  # noqa: E731
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" style="background:#fff">',
+             f'<text x="2" y="{sy(1) + 8:.0f}" font-size="9" font-family="sans-serif">1</text>',
+             f'<text x="2" y="{sy(0):.0f}" font-size="9" font-family="sans-serif">0</text>',
+             f'<text x="{pad}" y="{height - 3}" font-size="9" font-family="sans-serif">{_html.escape(series["xlabel"])} '
+             f'{x0} ... {x1}</text>']
+    lines = [(name, vs, SERIES_COLORS[k % len(SERIES_COLORS)], "") for k, (name, vs) in enumerate(series["lines"].items())]
+    if live is not None:
+        name, vs = next(iter(live["lines"].items()))
+        lines.append((f"{name} (trained now)", vs, RUN_COLORS["live"], ' stroke-dasharray="4,2"'))
+    for name, vs, color, dash in lines:
+        pts = " ".join(f"{sx(x):.1f},{sy(v):.1f}" for x, v in zip(xs, vs))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="1.5"{dash}>'
+                     f'<title>{_html.escape(name)}</title></polyline>')
+    parts.append("</svg>")
+    legend = ", ".join(f"<span style='color:{c}'>{_html.escape(n)}</span>" for n, _, c, _ in lines)
+    return f"<div>{''.join(parts)}<div style='font-size:10px;color:#555;max-width:{width}px'>{legend}</div></div>"
+
+
 def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def _run_html(run: dict, title: str, color: str) -> str:
+def _run_html(run: dict, title: str, color: str, line: str = "floor") -> str:
     cell = "padding:1px 6px;border:1px solid #ddd;font-size:12px"
     rows = "".join(f"<tr><td style='{cell}'>{_html.escape(k)}</td><td style='{cell};text-align:right'>{_fmt(v)}</td></tr>"
-                   for k, v in list(run["metrics"].items()) + [(f"floor: {k}", v) for k, v in run["floors"].items()])
+                   for k, v in sorted(run["metrics"].items()) + [(f"{line}: {k}", v) for k, v in run["floors"].items()])
     samples = "".join(f"<li><code>{_html.escape(s)}</code></li>" for s in run["samples"])
     return (f"<div style='min-width:300px'><b style='color:{color}'>{_html.escape(title)}</b>"
             f"<table style='border-collapse:collapse'>{rows}</table>"
@@ -415,6 +472,7 @@ def render_learned(panel: str, state: str | None, stored: dict | None = None, li
     """The "what the model learns" view of one state: the stored run (and a live one) side by side,
     the loss curves against the known floors (dashed). stored: stored_runs(panel) (default: loaded)."""
     spec = _panel(panel)
+    line = spec.get("line", "floor")
     stored = stored_runs(panel) if stored is None else stored
     run = (stored or {}).get("runs", {}).get(state) if state is not None else None
     head = f"<p style='margin:4px 0'><b>What the model learns</b> ({_html.escape(spec['what'])}), state <code>{_html.escape(str(state))}</code></p>"
@@ -425,17 +483,21 @@ def render_learned(panel: str, state: str | None, stored: dict | None = None, li
         body = f"<p>{_html.escape(text)}</p>"
         if live is not None:
             body += _run_html(live, f"trained now ({live['steps']} steps, {live['seconds']:.1f} s on {live['device']})",
-                              RUN_COLORS["live"])
+                              RUN_COLORS["live"], line)
+            if "series" in live:
+                body += _series_svg(live["series"])
         return {"html": head + body, "text": text}
     curves = {"stored": run["curve"]}
     if live is not None:
         curves["live"] = live["curve"]
-    cols = _run_html(run, f"stored run (seed {run['seed']}, {run['steps']} steps, {run['device']})", RUN_COLORS["stored"])
+    cols = _run_html(run, f"stored run (seed {run['seed']}, {run['steps']} steps, {run['device']})", RUN_COLORS["stored"], line)
     if live is not None:
         cols += _run_html(live, f"trained now ({live['steps']} steps, {live['seconds']:.1f} s on {live['device']})",
-                          RUN_COLORS["live"])
+                          RUN_COLORS["live"], line)
+    if "series" in run:
+        cols = _series_svg(run["series"], (live or {}).get("series")) + cols
     html = (head + "<div style='display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start'>"
-            f"<div>{_svg(curves, run['floors'])}<div style='font-size:10px;color:#555'>training loss (blue: stored, "
+            f"<div>{_svg(curves, run['floors'])}<div style='font-size:10px;color:#555;max-width:320px'>training loss (blue: stored, "
             "orange: trained now); dashed: " + _html.escape(", ".join(f"{k} {v:.3f}" for k, v in run["floors"].items()))
             + f"</div></div>{cols}</div>")
     text = f"{panel} {state}: " + "; ".join(f"{k} {_fmt(v)}" for k, v in run["metrics"].items())
@@ -467,8 +529,7 @@ class LearnedView:
     def train(self) -> dict | None:
         if self.state is None:
             return None
-        steps = MLM_STEPS if self.panel == "mask_ratio" else STEPS
-        self.bar.max, self.bar.value = steps, 0
+        self.bar.max, self.bar.value = PANELS[self.panel]["progress"], 0
         self.status.value = f"training {_html.escape(self.state)} ..."
         self.button.disabled = True
 
@@ -480,6 +541,7 @@ class LearnedView:
         finally:
             self.button.disabled = False
         self.live[self.state] = run
-        self.status.value = f"done: {run['steps']}/{steps} steps in {run['seconds']:.1f} s on {run['device']}"
+        self.bar.value = self.bar.max
+        self.status.value = f"done: {run['steps']} steps in {run['seconds']:.1f} s on {run['device']}"
         self.show(self.state)
         return run

@@ -28,6 +28,7 @@ from labkit.viz import contract_html, prob_bars_html, svg_bars, svg_curve, token
 from labkit.vocab import WordTokenizer, seed_vocab
 from labkit.widgets.base import Panel
 from labkit.widgets.learned import MASK_RATIOS, TEMPERATURES, LearnedView, render_learned, state_key
+from labkit.widgets.learned_finetune import DPO_BETAS, DPO_REDUCTIONS, SS_FT_STEPS
 
 # Where the one-token shift happens, and what each choice does to the pipeline.
 SHIFT_PLACES = {
@@ -669,11 +670,14 @@ class TemperaturePanel(_LearnedPanel):
         return state_key("temperature", T=control)
 
 
-class ScheduledSamplingPanel(Panel):
-    """Pick the schedule shape, alpha_min and the training step (default: half-way through training);
-    the schedule and the mixed prefix re-render."""
+class ScheduledSamplingPanel(_LearnedPanel):
+    """Pick the schedule shape, alpha_min (stops at 0, 0.25, 0.5, 0.75, 1: where the stored runs are) and
+    the training step (default: half-way through training); the schedule and the mixed prefix re-render,
+    beside notebook 07's checkpoint fine-tuned with that schedule (alpha_min 1: teacher forcing)."""
 
-    def __init__(self, example: dict | None = None, total_steps: int = 200, alpha_min: float = 0.75,
+    learned_panel = "scheduled_sampling"
+
+    def __init__(self, example: dict | None = None, total_steps: int = SS_FT_STEPS, alpha_min: float = 0.75,
                  shape: str = "linear", step: int | None = None):
         self.example, self.total_steps = example, total_steps
         self.start = (shape, alpha_min, total_steps // 2 if step is None else step)
@@ -682,7 +686,7 @@ class ScheduledSamplingPanel(Panel):
     def build_controls(self):
         shape, alpha_min, step = self.start
         return {"shape": W.ToggleButtons(options=list(ALPHA_SHAPES), value=shape, description="shape"),
-                "alpha_min": W.FloatSlider(value=alpha_min, min=0.0, max=1.0, step=0.05, description="alpha_min",
+                "alpha_min": W.FloatSlider(value=alpha_min, min=0.0, max=1.0, step=0.25, description="alpha_min",
                                            continuous_update=False),
                 "step": W.IntSlider(value=step, min=0, max=self.total_steps, step=max(1, self.total_steps // 50),
                                     description="step", continuous_update=False)}
@@ -692,6 +696,9 @@ class ScheduledSamplingPanel(Panel):
 
     def render(self, shape, alpha_min, step):
         return render_scheduled_sampling(alpha_min, shape, step, self.total_steps, self.example)
+
+    def learned_state(self, shape, alpha_min, step):
+        return state_key("scheduled_sampling", shape=shape, alpha_min=alpha_min)
 
 
 class MaskRatioPanel(_LearnedPanel):
@@ -737,21 +744,31 @@ class MixturePanel(Panel):
         return render_mixture(control, **self.kwargs)
 
 
-class DPOWeightsPanel(Panel):
-    """A beta slider and a sum/mean toggle; the per-token push of one preference pair re-renders."""
+class DPOWeightsPanel(_LearnedPanel):
+    """A beta slider (stops at DPO_BETAS, where the stored runs are) and a sum/mean toggle; the per-token
+    push of one preference pair re-renders, beside notebook 11's SFT reference trained with DPO that way."""
+
+    learned_panel = "dpo"
 
     def __init__(self, pair: dict | None = None, beta: float = 0.3, reduction: str = "sum"):
-        self.pair, self.start = pair, (beta, reduction)
+        if not any(abs(float(beta) - b) <= 1e-9 for b in DPO_BETAS):
+            raise ContractError(f"beta {beta} is not a stop of the panel's slider; fix: one of {DPO_BETAS}")
+        if reduction not in DPO_REDUCTIONS:
+            raise ContractError(f"unknown reduction {reduction!r}; fix: one of {DPO_REDUCTIONS}")
+        self.pair, self.start = pair, (float(beta), reduction)
         super().__init__()
 
     def build_controls(self):
         beta, reduction = self.start
-        return {"beta": W.FloatLogSlider(value=beta, base=10, min=-2, max=1, step=0.05, description="beta",
-                                         continuous_update=False, readout_format=".2f"),
-                "mode": W.ToggleButtons(options=["sum", "token_mean"], value=reduction, description="log-prob")}
+        return {"beta": W.SelectionSlider(options=[(f"{b:g}", b) for b in DPO_BETAS], value=beta, description="beta",
+                                          continuous_update=False),
+                "mode": W.ToggleButtons(options=list(DPO_REDUCTIONS), value=reduction, description="log-prob")}
 
     def arrange(self, controls, output):
         return [W.HBox(controls), output]
 
     def render(self, beta, mode):
         return render_dpo_weights(beta, mode, self.pair)
+
+    def learned_state(self, beta, mode):
+        return state_key("dpo", beta=beta, reduction=mode)

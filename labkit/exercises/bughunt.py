@@ -1,19 +1,34 @@
 """Notebook 13: the chapter's smoke-test table as runnable checks, and a bug hunt graded by behaviour.
 
+(Moved from labkit/bughunt.py to labkit/exercises/bughunt.py: it holds exercise graders.)
+
 `smoke_test_table()` runs every row of the table (AR LM, SFT, packed LM, masked LM, contrastive,
 distillation, preference, curriculum) on a correct and on a deliberately broken pipeline.
 The `check_*` functions grade a student's fix of a broken training pipeline by training a tiny
 model with it and measuring what the model does (next-token accuracy against the Bayes limit,
 whether it stops with <eos>, whether packed documents read each other), never by reading code.
+
+Per-student hunts: `draw_bug_hunt(student_id)` draws, from a seed derived from the id, which bug
+each of the three pipelines carries and where the fix has to go: whether the loss shifts (so the
+batch must not) or not (so the batch must), which collator (right or left padding) and which bug
+in it, and which mask convention the attention expects (True = may attend, or True = blocked).
+A fix copied from another student fails whenever one of these differs. `check_hunt(fn, k, id)`
+grades pipeline k of that student's draw by the trained model's behaviour.
 """
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import hashlib
+import os
+import random
+from dataclasses import dataclass, field
+
 import torch
 
-from labkit.checks import IGNORE, ContractError
-from labkit.checks import fail_exercise as _fail
+from labkit.batch import position_ids_from_mask
+from labkit.contracts import IGNORE, ContractError
+from labkit.exercises.common import fail as _fail
 
 # ----------------------------------------------------------------------------- small smoke checks
 
@@ -207,10 +222,12 @@ def bayes_on_positions(cond: torch.Tensor, context: torch.Tensor, position: torc
 
 # ----------------------------------------------------------------------------- bug 1: the LM batch
 
-def train_lm_pipeline(make_batch: Callable, seed: int = 0, steps: int = 150, batch_size: int = 32, block_len: int = 25) -> dict:
-    """Train a tiny causal LM with make_batch(block [B, L] ids) -> dict(input_ids, labels), the loss
-    causal_lm_loss(shift=True) (it shifts: logit t vs label t+1). Returns next-token accuracy on
-    held-out windows (k=1), accuracy at t+2 and at t (copy), and the world's Bayes limit."""
+def train_lm_pipeline(make_batch: Callable, seed: int = 0, steps: int = 150, batch_size: int = 32, block_len: int = 25,
+                      loss_shifts: bool = True) -> dict:
+    """Train a tiny causal LM with make_batch(block [B, L] ids) -> dict(input_ids, labels) and the loss
+    causal_lm_loss(shift=loss_shifts) (shift=True: logit t vs label t+1; False: logit t vs label t).
+    Returns next-token accuracy on held-out windows (k=1), accuracy at t+2 and at t (copy), and the
+    world's Bayes limit."""
     from labkit.paradigms.autoregressive import causal_lm_loss, offset_accuracy
     from labkit.train import fit
 
@@ -227,7 +244,7 @@ def train_lm_pipeline(make_batch: Callable, seed: int = 0, steps: int = 150, bat
                   "(the loss compares logit t with label t+1 inside the same row)")
         batches.append(b)
     model = _tiny_lm(world.vocab_size, seed)
-    fit(model, lambda i: batches[i], lambda m, b: causal_lm_loss(m(b["input_ids"]), b["labels"], shift=True),
+    fit(model, lambda i: batches[i], lambda m, b: causal_lm_loss(m(b["input_ids"]), b["labels"], shift=loss_shifts),
         steps=steps, lr=5e-3, progress=False, device="cpu")
     with torch.no_grad():
         logits = model(val)
@@ -239,29 +256,36 @@ def train_lm_pipeline(make_batch: Callable, seed: int = 0, steps: int = 150, bat
             "acc_copy": float(logits.argmax(-1).eq(val).float().mean()), "bayes": bayes, "acc_expected": expected}
 
 
-def check_lm_batch(make_batch: Callable, seed: int = 0, margin: float = 0.06) -> dict:
+def check_lm_batch(make_batch: Callable, seed: int = 0, margin: float = 0.06, loss_shifts: bool = True) -> dict:
     """Bug hunt 1: the fixed make_batch must train a model whose next-token accuracy reaches the
-    Bayes limit (within `margin`). Raises AssertionError naming the misconception; returns the numbers."""
-    r = train_lm_pipeline(make_batch, seed)
+    Bayes limit (within `margin`) with the pipeline's loss (loss_shifts: whether it shifts itself).
+    Raises AssertionError naming the misconception; returns the numbers."""
+    r = train_lm_pipeline(make_batch, seed, loss_shifts=loss_shifts)
     if r["acc"] >= r["bayes"] - margin:
         return r
     if r["acc_t2"] > r["acc"]:
+        where = ("The loss already shifts, so labels must be the unshifted input ids (labels = input_ids), not x[1:]"
+                 if loss_shifts else "This loss does not shift, so shift exactly once in the batch: inputs x[:, :-1], "
+                 "labels x[:, 1:], not twice")
         _fail(f"the model predicts the token two steps ahead (accuracy at t+2 {r['acc_t2']:.2f} > next-token {r['acc']:.2f}, "
-              f"Bayes limit {r['bayes']:.2f}): double shift. The loss already shifts, so labels must be the unshifted "
-              "input ids (labels = input_ids), not x[1:]")
+              f"Bayes limit {r['bayes']:.2f}): double shift. {where}")
     if r["acc_copy"] > 0.5:
-        _fail(f"the model copies its input (copy accuracy {r['acc_copy']:.2f}): nothing is shifted. Fix: shift exactly once")
+        where = ("" if loss_shifts else " This loss compares logit t with label t, so the batch must do the shift: "
+                 "inputs x[:, :-1], labels x[:, 1:]")
+        _fail(f"the model copies its input (copy accuracy {r['acc_copy']:.2f}): nothing is shifted. Fix: shift exactly once.{where}")
     _fail(f"next-token accuracy {r['acc']:.2f} stays below the Bayes limit {r['bayes']:.2f} - {margin}: "
           "are inputs and labels the same tokens of the same block?")
 
 
 # ----------------------------------------------------------------------------- bug 2: pad == eos
 
-def train_stop_pipeline(collate: Callable, seed: int = 0, steps: int = 120, batch_size: int = 32) -> dict:
+def train_stop_pipeline(collate: Callable, seed: int = 0, steps: int = 120, batch_size: int = 32, side: str = "right") -> dict:
     """Train a tiny causal LM on MarkovWorld sentences ("<bos> ... <eos>") batched by
     collate(sentences, pad_id) -> dict(input_ids, attention_mask, labels), with pad_id == eos_id
-    (as in many checkpoints). Returns the share of greedy continuations that stop with <eos>
-    within 16 tokens, and audit()'s finding codes on the first batch."""
+    (as in many checkpoints); positions come from the attention mask, so either padding side trains
+    the same model. Returns the share of greedy continuations that stop with <eos> within 16 tokens,
+    audit()'s finding codes on the first batch, and the padding side the batches used; batches padded
+    on another side than `side` (the pipeline's tokenizer) fail before any training."""
     from labkit.checks import audit
     from labkit.paradigms.autoregressive import causal_lm_loss, generate
     from labkit.train import fit
@@ -276,20 +300,31 @@ def train_stop_pipeline(collate: Callable, seed: int = 0, steps: int = 120, batc
         if not isinstance(b, dict) or not {"input_ids", "attention_mask", "labels"} <= set(b):
             _fail("collate must return a dict with input_ids, attention_mask and labels")
         batches.append(b)
-    codes = sorted({f.code for f in audit(batches[0], pad_id=eos, eos_id=eos)})
+    first = batches[0]
+    codes = sorted({f.code for f in audit({k: first[k] for k in ("input_ids", "attention_mask", "labels")},
+                                          pad_id=eos, eos_id=eos)})
+    m0 = torch.as_tensor(first["attention_mask"])
+    used = "right" if bool(m0[:, 0].all()) else "left" if bool(m0[:, -1].all()) else "mixed"
+    if used != side:
+        _fail(f"this pipeline's collator pads on the {side} (its tokenizer's padding_side), but your batches are padded "
+              f"on the {used}. Fix: pad(sentences, pad_id, side={side!r}) and derive labels from that batch")
     model = _tiny_lm(len(tok), seed)
-    fit(model, lambda i: batches[i], lambda m, b: causal_lm_loss(m(b["input_ids"], attention_mask=b["attention_mask"]),
-                                                                 b["labels"], shift=True),
-        steps=steps, lr=5e-3, progress=False, device="cpu")
+
+    def loss(m, b):
+        mask = torch.as_tensor(b["attention_mask"])
+        return causal_lm_loss(m(b["input_ids"], attention_mask=mask, position_ids=position_ids_from_mask(mask)),
+                              b["labels"], shift=True)
+
+    fit(model, lambda i: batches[i], loss, steps=steps, lr=5e-3, progress=False, device="cpu")
     prompts = [s[:2] for s in world.sample_sentences(64, torch.Generator().manual_seed(seed + 1000), max_len=16)]
     outs = generate(model, prompts, max_new_tokens=16, pad_id=eos, eos_id=eos)
-    return {"stop_rate": sum(eos in o for o in outs) / len(outs), "codes": codes}
+    return {"stop_rate": sum(eos in o for o in outs) / len(outs), "codes": codes, "side": used}
 
 
-def check_pad_eos_collate(collate: Callable, seed: int = 0, min_stop: float = 0.8) -> dict:
-    """Bug hunt 2: with pad == eos the fixed collate must train a model that ends its sentences
-    (>= min_stop of greedy continuations emit <eos>) and must not supervise padding."""
-    r = train_stop_pipeline(collate, seed)
+def check_pad_eos_collate(collate: Callable, seed: int = 0, min_stop: float = 0.8, side: str = "right") -> dict:
+    """Bug hunt 2: with pad == eos the fixed collate must pad on the pipeline's side, train a model
+    that ends its sentences (>= min_stop of greedy continuations emit <eos>) and not supervise padding."""
+    r = train_stop_pipeline(collate, seed, side=side)
     if "supervised_padding" in r["codes"]:
         _fail("padding positions have labels: the model is trained to predict padding and the denominator counts it. "
               "Fix: labels = -100 where attention_mask == 0, and keep the real <eos> as a target")
@@ -303,7 +338,8 @@ def check_pad_eos_collate(collate: Callable, seed: int = 0, min_stop: float = 0.
 
 # ----------------------------------------------------------------------------- bug 3: packed attention
 
-def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, rows: int = 16, max_len: int = 32) -> dict:
+def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, rows: int = 16, max_len: int = 32,
+                          convention: str = "keep") -> dict:
     """Train a tiny causal LM on packed MarkovWorld sentences (labkit.batch.pack: positions restart,
     first label of each document -100) whose [B,T,T] attention mask is attention(document_ids [B,T],
     -1 = padding) -> bool [B,T,T] (True = may attend). Returns how far document B's logits move
@@ -311,7 +347,19 @@ def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, 
     (acc; above the Bayes limit means the model read the future), and the Bayes limit of exactly the
     evaluated positions (bayes: from the known conditionals of length-limited sentences given the
     token and its position, sentence_conditionals) with the model's expected accuracy there
-    (acc_expected: its argmax scored by those conditionals, free of label sampling noise)."""
+    (acc_expected: its argmax scored by those conditionals, free of label sampling noise).
+    convention "keep": attention() returns True where a query may attend; "block": True where it may
+    not (the masked_fill convention); the pipeline turns either into the model's allowed mask."""
+    if convention not in ("keep", "block"):
+        raise ContractError(f"convention must be 'keep' or 'block', got {convention!r}")
+    user_attention = attention
+
+    def attention(document_ids):
+        m = user_attention(document_ids)
+        if isinstance(m, torch.Tensor) and convention == "block":
+            return ~m.bool()
+        return m
+
     from labkit.batch import pack
     from labkit.paradigms.autoregressive import causal_lm_loss
     from labkit.train import fit
@@ -356,14 +404,143 @@ def train_packed_pipeline(attention: Callable, seed: int = 0, steps: int = 100, 
     return {"leak": leak, "acc": acc, "bayes": bayes, "acc_expected": expected, "n_eval": int(keep.sum())}
 
 
-def check_packed_attention(attention: Callable, seed: int = 0, tol: float = 1e-5, margin: float = 0.1) -> dict:
+def check_packed_attention(attention: Callable, seed: int = 0, tol: float = 1e-5, margin: float = 0.1,
+                           convention: str = "keep") -> dict:
     """Bug hunt 3: the fixed mask must give a trained model whose later document does not move when
     an earlier one changes, and which does not beat the Bayes limit (it cannot read the future)."""
-    r = train_packed_pipeline(attention, seed)
+    hint = (" (This pipeline reads True as BLOCKED, the masked_fill convention: return the positions a query may NOT "
+            "attend.)" if convention == "block" else "")
+    try:
+        r = train_packed_pipeline(attention, seed, convention=convention)
+    except AssertionError as err:
+        raise AssertionError(f"{err}{hint}") from None
     if r["acc"] > r["bayes"] + margin:
         _fail(f"held-out next-token accuracy {r['acc']:.2f} beats the Bayes limit {r['bayes']:.2f}: the model reads the token "
-              "it must predict. Your mask is not causal; fix: AND the same-document mask with a lower-triangular one")
+              "it must predict. Your mask is not causal; fix: AND the same-document mask with a lower-triangular one" + hint)
     if r["leak"] > tol:
         _fail(f"the second document's logits move by {r['leak']:.3g} when the first document changes: packed documents "
-              "attend to each other. Fix: allow (i, j) only when document_ids[i] == document_ids[j] (and j <= i)")
+              "attend to each other. Fix: allow (i, j) only when document_ids[i] == document_ids[j] (and j <= i)" + hint)
     return r
+
+
+# ----------------------------------------------------------------------------- per-student bug hunts
+
+DEMO_ID = "demo"
+_LM_BUGS = {   # (loss shifts?) -> {bug: buggy body}
+    True: {"double-shift": 'return {"input_ids": block[:, :-1], "labels": block[:, 1:]}',
+           "rolled-labels": 'return {"input_ids": block, "labels": block.roll(-1, dims=1)}'},
+    False: {"no-shift": 'return {"input_ids": block, "labels": block}',
+            "shift-backwards": 'return {"input_ids": block[:, 1:], "labels": block[:, :-1]}'},
+}
+_COLLATE_BUGS = {
+    "mask-by-id": "labels = input_ids.masked_fill(input_ids.eq(pad_id), IGNORE)",
+    "no-mask": "labels = input_ids.clone()",
+}
+_ATTENTION_BUGS = {
+    "causal-only": "allowed = causal.expand(B, T, T)",
+    "same-document-only": "allowed = same | eye",
+}
+
+
+def student_id(default: str = DEMO_ID) -> str:
+    """The student id the grader runs under (LABKIT_STUDENT_ID), else `default` (the notebook's STUDENT_ID)."""
+    return os.environ.get("LABKIT_STUDENT_ID") or default
+
+
+def student_seed(student: str) -> int:
+    """A seed derived from the student id (sha256), the same on every machine."""
+    if not isinstance(student, str) or not student.strip():
+        raise ContractError(f"the student id must be a non-empty string, got {student!r}; fix: STUDENT_ID = 'your id'")
+    return int(hashlib.sha256(student.strip().encode()).hexdigest()[:12], 16)
+
+
+@dataclass
+class Pipeline:
+    """One pipeline of a bug hunt: its kind, the drawn contract (options), the bug and its code."""
+    k: int
+    kind: str                    # "batch" | "collate" | "attention"
+    bug: str
+    options: dict = field(default_factory=dict)
+    code: str = ""
+
+    def buggy(self) -> Callable:
+        """The buggy function, compiled from self.code."""
+        from labkit.batch import pad
+        space = {"torch": torch, "IGNORE": IGNORE, "pad": pad}
+        exec(compile(self.code, f"<bug hunt pipeline {self.k}>", "exec"), space)
+        return space[self.code.split("def ", 1)[1].split("(", 1)[0]]
+
+    def card(self) -> str:
+        """What the learner reads: the pipeline's contract and its buggy code."""
+        o = self.options
+        if self.kind == "batch":
+            head = ("The loss is causal_lm_loss(logits, labels, shift=True): it compares logit t with label t+1 itself."
+                    if o["loss_shifts"] else
+                    "The loss is causal_lm_loss(logits, labels, shift=False): it compares logit t with label t, so the "
+                    "batch must already pair each input with the token that follows it.")
+        elif self.kind == "collate":
+            head = (f"The checkpoint has no pad token, so pad_id == eos_id. Its tokenizer pads on the {o['side']}; "
+                    "positions are computed from the attention mask; the loss shifts (logit t predicts label t+1).")
+        else:
+            head = ("The model reads the returned mask as True = may attend." if o["convention"] == "keep" else
+                    "The model reads the returned mask as True = BLOCKED (the masked_fill convention).") + \
+                   " document_ids [B, T] holds -1 on padding."
+        return f"Pipeline {self.k} ({self.kind}). {head}\n\n{self.code}"
+
+
+def draw_bug_hunt(student: str) -> list[Pipeline]:
+    """The three pipelines of `student`'s bug hunt, drawn from student_seed(student).
+
+    DEMO_ID draws the worked examples of notebook 13 (a shifting loss with a double shift, a
+    right-padding collator masking labels by id, a True-=-may-attend mask that is causal only)."""
+    if student == DEMO_ID:
+        lm, side, cbug, conv, abug = (True, "double-shift"), "right", "mask-by-id", "keep", "causal-only"
+    else:
+        rng = random.Random(student_seed(student))
+        shifts = rng.random() < 0.5
+        lm = (shifts, rng.choice(sorted(_LM_BUGS[shifts])))
+        side, cbug = rng.choice(["right", "left"]), rng.choice(sorted(_COLLATE_BUGS))
+        conv, abug = rng.choice(["keep", "block"]), rng.choice(sorted(_ATTENTION_BUGS))
+    batch = (f"def buggy_lm_batch(block):\n    \"\"\"block [B, L] token ids -> the training batch.\"\"\"\n"
+             f"    {_LM_BUGS[lm[0]][lm[1]]}\n")
+    collate = ("def buggy_collate(sentences, pad_id):\n"
+               "    \"\"\"sentences: lists of ids (\"<bos> ... <eos>\") -> input_ids, attention_mask, labels.\"\"\"\n"
+               f"    input_ids, attention_mask = pad(sentences, pad_id, {side!r})\n"
+               f"    {_COLLATE_BUGS[cbug]}\n"
+               "    return {\"input_ids\": input_ids, \"attention_mask\": attention_mask, \"labels\": labels}\n")
+    ret = "allowed" if conv == "keep" else "~allowed"
+    attention = ("def buggy_attention(document_ids):\n"
+                 f"    \"\"\"document_ids [B, T] -> bool [B, T, T] ({'True = may attend' if conv == 'keep' else 'True = blocked'}).\"\"\"\n"
+                 "    B, T = document_ids.shape\n"
+                 "    causal = torch.ones(T, T, dtype=torch.bool).tril()\n"
+                 "    same = document_ids[:, :, None].eq(document_ids[:, None, :])\n"
+                 "    eye = torch.eye(T, dtype=torch.bool)\n"
+                 f"    {_ATTENTION_BUGS[abug]}\n"
+                 f"    return {ret}\n")
+    return [Pipeline(1, "batch", lm[1], {"loss_shifts": lm[0]}, batch),
+            Pipeline(2, "collate", cbug, {"side": side}, collate),
+            Pipeline(3, "attention", abug, {"convention": conv}, attention)]
+
+
+def train_hunt(fn: Callable, k: int, student: str, seed: int = 0) -> dict:
+    """Train pipeline k of `student`'s hunt with fn (no grading): the measurements the checks use."""
+    p = draw_bug_hunt(student)[k - 1]
+    if p.kind == "batch":
+        return train_lm_pipeline(fn, seed, loss_shifts=p.options["loss_shifts"])
+    if p.kind == "collate":
+        return train_stop_pipeline(fn, seed, side=p.options["side"])
+    return train_packed_pipeline(fn, seed, convention=p.options["convention"])
+
+
+def check_hunt(fn: Callable, k: int, student: str, seed: int = 0) -> dict:
+    """Grade the learner's fix of pipeline k (1, 2, 3) of `student`'s hunt by the trained model's
+    behaviour (check_lm_batch, check_pad_eos_collate, check_packed_attention with the drawn contract)."""
+    if k not in (1, 2, 3):
+        raise ContractError(f"k is the pipeline number 1, 2 or 3, got {k!r}")
+    p = draw_bug_hunt(student)[k - 1]
+    if p.kind == "batch":
+        return check_lm_batch(fn, seed, loss_shifts=p.options["loss_shifts"])
+    if p.kind == "collate":
+        return check_pad_eos_collate(fn, seed, side=p.options["side"])
+    return check_packed_attention(fn, seed, convention=p.options["convention"])
+
