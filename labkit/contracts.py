@@ -139,9 +139,11 @@ def finite(x, name: str, *, low: float | None = None, high: float | None = None,
     if not math.isfinite(v):
         raise ContractError(f"{name} is {v}; fix: a NaN or infinite {name} makes every loss and gradient NaN: pass a finite value")
     if low is not None and (v <= low if low_open else v < low):
-        raise ContractError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
+        raise ContractError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}; fix: pass a {name} "
+                            f"{'above' if low_open else 'of at least'} {low}" + ("" if high is None else f" and at most {high}"))
     if high is not None and v > high:
-        raise ContractError(f"{name} must be <= {high}, got {v}")
+        raise ContractError(f"{name} must be <= {high}, got {v}; fix: pass a {name} of at most {high}"
+                            + ("" if low is None else f" and {'above' if low_open else 'at least'} {low}"))
     return v
 
 
@@ -158,7 +160,7 @@ def count(x, name: str, minimum: int = 1) -> int:
         raise ContractError(f"{name} must be an integer, got {type(x).__name__} {x!r}")
     v = int(x)
     if v < minimum:
-        raise ContractError(f"{name} must be >= {minimum}, got {v}")
+        raise ContractError(f"{name} must be >= {minimum}, got {v}; fix: pass a whole number {name} of at least {minimum}")
     return v
 
 

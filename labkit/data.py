@@ -492,6 +492,16 @@ class RunningSumTask:
         labels[:, : self.prompt_len] = -100
         return labels
 
+    def batches(self, batch_size: int, seed: int):
+        """A batch function for fit(): step -> (input_ids [B, 2n+2], labels, step), fresh rows each step
+        from a generator seeded by `seed` (the same stream for every arm that passes the same seed)."""
+        data = torch.Generator().manual_seed(seed)
+
+        def get(step: int):
+            x = self.sample(batch_size, data)
+            return x, self.labels(x), step
+        return get
+
     def values(self, ids: torch.Tensor) -> torch.Tensor:
         """Digit ids -> their values 0..modulus-1; any other id -> -1."""
         lookup = torch.full((int(max(int(ids.max()), int(self.digit_ids.max()))) + 1,), -1, dtype=torch.long)

@@ -257,7 +257,7 @@ shards = [{f: getattr(b, f) for f in ("input_ids", "attention_mask", "position_i
 real = run_ranks(data_parallel_step, world_size=2, args=(copy.deepcopy(model), shards))
 for r in real:
     print(f"rank {r['rank']}: {r['local_count']:>3} targets, local token mean {r['local_sum'] / r['local_count']:.4f} | "
-          f"loss backpropagated: local_mean {r['modes']['local_mean']['loss']:.4f}, global_count {r['modes']['global_count']['loss']:.4f}")
+          f"loss backpropagated: local_mean {r['reductions']['local_mean']['loss']:.4f}, global_count {r['reductions']['global_count']['loss']:.4f}")
 print(f"all-reduced: {real[0]['global_count']} targets, global token mean {real[0]['global_sum'] / real[0]['global_count']:.4f}")
 
 # %% [markdown]

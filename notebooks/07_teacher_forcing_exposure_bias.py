@@ -44,7 +44,7 @@ from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import (after_injected_slip, alpha_schedule, causal_lm_loss, compounding,
                                              earlier_error, free_running_predictions, position_accuracy,
                                              scheduled_sampling_inputs, scheduled_sampling_loss,
-                                             teacher_forced_predictions)
+                                             teacher_forced_accuracy, teacher_forced_predictions)
 from labkit.exercises.autoregressive import check_compounding, check_scheduled_mix, check_scheduled_mix_on
 from labkit.train import fit
 from labkit.viz import contract_text
@@ -114,12 +114,7 @@ def new_model(seed):
 
 def batches(seed):
     """step -> (input_ids, labels, step); fresh rows from a generator seeded by `seed`."""
-    data = torch.Generator().manual_seed(seed)
-
-    def get(step):
-        x = task.sample(BATCH, data)
-        return x, task.labels(x), step
-    return get
+    return task.batches(BATCH, seed)
 
 
 def tf_loss(model, batch):
@@ -129,7 +124,7 @@ def tf_loss(model, batch):
 
 def tf_accuracy(m, rows):
     """Teacher-forced accuracy, mean over the answer positions of `rows`."""
-    return position_accuracy(teacher_forced_predictions(m, rows, P), rows[:, P:].cpu()).mean().item()
+    return teacher_forced_accuracy(m, rows, P)
 
 
 kept = {}

@@ -46,7 +46,7 @@ from labkit.data import CAT_WORLD, MarkovWorld, RunningSumTask
 from labkit.exercises.onpolicy import check_overconfidence, check_reverse_kl
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import (after_injected_slip, causal_lm_loss, compounding, position_accuracy,
-                                             teacher_forced_predictions)
+                                             teacher_forced_accuracy, teacher_forced_predictions)
 from labkit.paradigms.distillation import entropy, kd_loss
 from labkit.paradigms.onpolicy import (CountingOracle, PlantedErrorTeacher, counting_context, distillation_loss,
                                        distinct_pairs, generated_mask, overconfidence, sample_rollouts, sequence_data,
@@ -82,17 +82,8 @@ gold = val[:, P:].cpu()
 probe_rows = task.sample(256, torch.Generator().manual_seed(SEED + 200)).to(DEVICE)
 
 
-def tf_batches(seed, batch=32):
-    data = torch.Generator().manual_seed(seed)
-
-    def get(step):
-        x = task.sample(batch, data)
-        return x, task.labels(x)
-    return get
-
-
 def tf_accuracy(m, rows):
-    return position_accuracy(teacher_forced_predictions(m, rows, P), rows[:, P:].cpu()).mean().item()
+    return teacher_forced_accuracy(m, rows, P)
 
 
 kept = {}
@@ -109,7 +100,7 @@ def counting_lm():
 
 torch.manual_seed(SEED)
 teacher = counting_lm()
-fit(teacher, tf_batches(SEED), lambda m, b: causal_lm_loss(m(b[0]), b[1]), steps=300, lr=2e-3, desc="teacher",
+fit(teacher, task.batches(32, SEED), lambda m, b: causal_lm_loss(m(b[0]), b[1]), steps=300, lr=2e-3, desc="teacher",
     callback=keep_first_good)
 assert "student" in kept, "no checkpoint reached 0.9 teacher-forced accuracy"
 student = counting_lm().to(DEVICE)

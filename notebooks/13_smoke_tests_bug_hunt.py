@@ -46,6 +46,7 @@ from labkit.exercises.bughunt import (check_hunt, check_lm_batch, check_packed_a
                                       train_packed_pipeline, train_stop_pipeline)
 from labkit.checks import audit
 from labkit.claims import check, claim, summary
+from labkit.predict import ask, reveal
 from labkit.vocab import seed_vocab
 
 SEED, DEVICE = labkit.setup_notebook()
@@ -167,6 +168,11 @@ assert audit(dict(DataCollatorForLanguageModeling(tokenizer=hf_ok, mlm=False)(fe
 STUDENT_ID = student_id(default="demo")   # working on your own: write your id here, e.g. STUDENT_ID = "s1234"
 hunt = draw_bug_hunt(STUDENT_ID)
 print(f"bug hunt of {STUDENT_ID!r}: " + ", ".join(f"pipeline {p.k} ({p.kind})" for p in hunt))
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+q_shift = ask("13.double_shift_next_token", "Pipeline 1's batch shifts the labels and its loss shifts again. After training, "
+              "how often does the model predict the NEXT token (0 = never, 1 = always)?", number=(0.0, 1.0, 0.05))
 
 # %% [markdown]
 #
@@ -337,6 +343,7 @@ print(f"pipeline 1 next-token accuracy: buggy {buggy1['acc']:.2f}, fixed {fixed1
 print(f"pipeline 2 stop rate:           buggy {buggy2['stop_rate']:.2f}, fixed {fixed2['stop_rate']:.2f}")
 print(f"pipeline 3 cross-document leak: buggy {buggy3['leak']:.2f}, fixed {fixed3['leak']:.2g}")
 claim("13.double_shift_next_token", buggy1["acc"], below=0.2, text="buggy pipeline 1: next-token accuracy")
+reveal(q_shift, buggy1["acc"])
 claim("13.double_shift_two_ahead", buggy1["acc_t2"], above=buggy1["acc"], text="buggy pipeline 1: accuracy at t+2",
       control="its next-token accuracy", control_value=buggy1["acc"])
 claim("13.lm_fixed_at_bayes", fixed1["bayes"] - fixed1["acc_expected"], below=0.03,

@@ -84,3 +84,14 @@ def test_graders_live_in_exercises():
 def test_one_ignore_constant():
     defs = [name for name, path in _modules().items() if re.search(r"^IGNORE\s*=", path.read_text(), flags=re.M)]
     assert defs == ["labkit.contracts"], defs
+
+
+def test_readme_package_table_has_one_row_per_module():
+    """README's package table names every module (paradigms one by one; exercises, widgets, classroom as packages)."""
+    readme = (PKG.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(labkit[\w.]*)` \|", readme, flags=re.M)
+    wanted = {f"labkit.{p.stem}" for p in PKG.glob("*.py") if p.stem != "__init__"}
+    wanted |= {f"labkit.paradigms.{p.stem}" for p in (PKG / "paradigms").glob("*.py") if p.stem != "__init__"}
+    wanted |= {f"labkit.{p.parent.name}" for p in PKG.glob("*/__init__.py") if p.parent.name != "paradigms"}
+    assert sorted(rows) == sorted(set(rows)), "a module has two rows"
+    assert set(rows) == wanted, f"missing rows: {sorted(wanted - set(rows))}; stale rows: {sorted(set(rows) - wanted)}"

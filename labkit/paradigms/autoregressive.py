@@ -341,6 +341,11 @@ def position_accuracy(predictions: torch.Tensor, gold: torch.Tensor) -> torch.Te
     return predictions.cpu().eq(gold.cpu()).float().mean(0)
 
 
+def teacher_forced_accuracy(model, rows: torch.Tensor, start: int) -> float:
+    """Teacher-forced accuracy of `model` on rows [B,T], mean over the answer positions start..T-1."""
+    return position_accuracy(teacher_forced_predictions(model, rows, start), rows[:, start:].cpu()).mean().item()
+
+
 def earlier_error(errors: torch.Tensor) -> torch.Tensor:
     """Bool [B,n]: some position BEFORE t (strictly) is an error; position 0 has no earlier one."""
     errors = errors.bool()

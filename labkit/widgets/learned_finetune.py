@@ -30,7 +30,7 @@ from labkit.data import RunningSumTask
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import (ALPHA_SHAPES, alpha_schedule, causal_lm_loss, compounding,
                                              free_running_predictions, position_accuracy, scheduled_sampling_loss,
-                                             teacher_forced_predictions)
+                                             teacher_forced_accuracy, teacher_forced_predictions)
 from labkit.paradigms.preference import (AnswerWorld, batch_logprob, build_pair, collate_pairs, dpo_loss,
                                          load_preferences, rollout, sample_log_ratios)
 from labkit.train import fit
@@ -190,16 +190,6 @@ def _ss_model(task: RunningSumTask, seed: int) -> TinyCausalLM:
     return TinyCausalLM(len(task.tokenizer), d_model=32, n_layers=2, n_heads=4, max_len=task.length)
 
 
-def _ss_batches(task: RunningSumTask, seed: int):
-    """step -> (input_ids, labels, step): fresh rows from a generator seeded by `seed` (notebook 07's batches)."""
-    data = torch.Generator().manual_seed(seed)
-
-    def get(step):
-        x = task.sample(CKPT_BATCH, data)
-        return x, task.labels(x), step
-    return get
-
-
 def _tf_loss(model, batch):
     x, y, _ = batch
     return causal_lm_loss(model(x), y)
@@ -235,14 +225,14 @@ def _ss_setup(seed: int, dev: str, callback=None) -> dict:
         if callback is not None:
             callback(step, m, loss)
         if (step + 1) % 10 == 0:
-            acc = position_accuracy(teacher_forced_predictions(m, probe_rows, P), probe_rows[:, P:].cpu()).mean().item()
+            acc = teacher_forced_accuracy(m, probe_rows, P)
             if acc >= CKPT_TARGET:
                 reached["step"] = step + 1
                 raise _Reached
 
     model = _ss_model(task, seed)
     try:
-        fit(model, _ss_batches(task, seed), _tf_loss, steps=CKPT_MAX_STEPS, lr=CKPT_LR, device=dev, progress=False,
+        fit(model, task.batches(CKPT_BATCH, seed), _tf_loss, steps=CKPT_MAX_STEPS, lr=CKPT_LR, device=dev, progress=False,
             callback=probe)
     except _Reached:
         pass
@@ -274,7 +264,7 @@ def run_scheduled_sampling(state: str, seed: int, device=None, callback=None) ->
         return scheduled_sampling_loss(model, x, y, alpha_schedule(step, SS_FT_STEPS, shape, alpha_min=alpha_min), P, coins)[0]
 
     model = copy.deepcopy(setup["checkpoint"])
-    hist = fit(model, _ss_batches(task, 1000 + ft_seed), _tf_loss if state == "teacher_forcing" else ss_loss,
+    hist = fit(model, task.batches(CKPT_BATCH, 1000 + ft_seed), _tf_loss if state == "teacher_forcing" else ss_loss,
                steps=SS_FT_STEPS, lr=SS_FT_LR, device=dev, progress=False, callback=_shifted(callback, CKPT_MAX_STEPS))
     s, c = _ss_scores(model, task, val), setup["scores"]
     metrics = {"free-running accuracy (mean over the 16 positions)": s["fr"].mean().item(),
