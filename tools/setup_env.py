@@ -98,7 +98,7 @@ def ensure_torch(py: Path) -> None:
 
 
 def configure_lab(venv_dir: Path) -> None:
-    """Open Markdown files rendered in JupyterLab (affects this venv only)."""
+    """Open Markdown files rendered in JupyterLab, no news pop-up, no nbgrader menus (this venv only)."""
     settings = venv_dir / "share/jupyter/lab/settings"
     settings.mkdir(parents=True, exist_ok=True)
     overrides = settings / "overrides.json"
@@ -107,6 +107,19 @@ def configure_lab(venv_dir: Path) -> None:
               "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
     if not overrides.exists() or json.loads(overrides.read_text() or "{}") != wanted:
         overrides.write_text(json.dumps(wanted, indent=2) + "\n")
+    # nbgrader is a dev dependency (its export is tested); its course-management menus are not for learners
+    nbgrader_off = {"ServerApp": {"jpserver_extensions": {f"nbgrader.server_extensions.{name}": False for name in
+                                                          ("formgrader", "validate_assignment", "assignment_list",
+                                                           "course_list")}}}
+    server = venv_dir / "etc/jupyter/jupyter_server_config.d"
+    server.mkdir(parents=True, exist_ok=True)
+    (server / "zz_labkit_no_nbgrader.json").write_text(json.dumps(nbgrader_off, indent=2) + "\n")
+    labconfig = venv_dir / "etc/jupyter/labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    page = labconfig / "page_config.json"
+    config = json.loads(page.read_text() or "{}") if page.exists() else {}
+    config.setdefault("disabledExtensions", {})["@jupyter/nbgrader"] = True
+    page.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def project_hash() -> str:
