@@ -25,11 +25,6 @@ class Finding:
         return f"[{self.code}] {self.message}"
 
 
-def fail_exercise(message: str):
-    """Fail an exercise check: an AssertionError whose message names the likely misconception."""
-    raise AssertionError(message)
-
-
 def _labels_of(batch_or_labels):
     if isinstance(batch_or_labels, torch.Tensor):
         return batch_or_labels
