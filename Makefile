@@ -15,7 +15,7 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 
 help:
 	@echo "make lab    start JupyterLab on 127.0.0.1:$(PORT) (PORT=... to change)"
 	@echo "make test   unit tests, cross-checks with transformers, notebooks under nbval"
-	@echo "make notebooks  re-execute notebooks/py/*.py into their notebooks/*.ipynb pairs (NB=03 for one)"
+	@echo "make notebooks  re-execute notebooks/*.py into their .ipynb pairs (NB=03 for one)"
 	@echo "make test-seeds  every notebook under LABKIT_SEED=1 and 2 (SEEDS=...): claims must hold, none thin"
 	@echo "make bench  performance table in bench/ (results.md, results.csv, notebooks.png)"
 	@echo "make book   static HTML site of the executed notebooks in book/"

@@ -79,9 +79,9 @@ def test_every_panel_is_covered():
     covered = {m.group(1) for _, code in PANEL_CELLS for m in PANEL_CALL.finditer(code)}
     classes = {n for n, c in inspect.getmembers(widgets, inspect.isclass)
                if issubclass(c, Panel) and c is not Panel and not n.startswith("_")}
-    used = {m.group(1) for py in (NOTEBOOKS / "py").glob("[0-9][0-9]*_*.py") for m in PANEL_CALL.finditer(py.read_text())
+    used = {m.group(1) for py in NOTEBOOKS.glob("[0-9][0-9]*_*.py") for m in PANEL_CALL.finditer(py.read_text())
             if hasattr(widgets, m.group(1))}       # a panel defined inside a notebook is not importable here
-    used |= {"ShiftPanel"} if any("shift_panel(" in py.read_text() for py in (NOTEBOOKS / "py").glob("*.py")) else set()
+    used |= {"ShiftPanel"} if any("shift_panel(" in py.read_text() for py in NOTEBOOKS.glob("*.py")) else set()
     assert classes <= covered and used <= covered, (classes | used) - covered
 
 

@@ -43,8 +43,7 @@ def notebook_pairs():
 
 def test_every_notebook_has_its_pair():
     ipynbs = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]*_*.ipynb")}
-    pys = {p.stem for p in (NOTEBOOKS / "py").glob("[0-9][0-9]*_*.py")}
-    assert not list(NOTEBOOKS.glob("*.py")), "jupytext sources live in notebooks/py/, so the folder lists each lesson once"
+    pys = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]*_*.py")}
     assert ipynbs, "no notebooks found"
     assert ipynbs == pys, f"unpaired: {sorted(ipynbs ^ pys)}"
 
@@ -52,7 +51,7 @@ def test_every_notebook_has_its_pair():
 @pytest.mark.parametrize("ipynb", notebook_pairs(), ids=lambda p: p.name)
 def test_pair_inputs_are_identical(ipynb):
     jupytext = pytest.importorskip("jupytext")
-    a, b = jupytext.read(ipynb), jupytext.read(NOTEBOOKS / "py" / f"{ipynb.stem}.py")
+    a, b = jupytext.read(ipynb), jupytext.read(ipynb.with_suffix(".py"))
     cells = lambda nb: [(c.cell_type, c.source.strip()) for c in nb.cells]  # noqa: E731
     assert cells(a) == cells(b), f"{ipynb.name} and its .py differ: edit the .py, then `make notebooks NB={ipynb.name.split('_')[0]}`"
 

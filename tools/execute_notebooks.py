@@ -1,4 +1,4 @@
-"""Rebuild notebooks/NN_topic.ipynb from notebooks/py/NN_topic.py and execute it top to bottom.
+"""Rebuild notebooks/NN_topic.ipynb from NN_topic.py and execute it top to bottom.
 
     python tools/execute_notebooks.py            # every notebook
     python tools/execute_notebooks.py 03 05      # those whose name starts with 03 or 05
@@ -25,8 +25,6 @@ from labkit.claims import read_ledger_file  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-SOURCES = NOTEBOOKS / "py"          # the jupytext pairs, out of the learners' way (jupytext.toml)
-FORMATS = "ipynb,py//py:percent"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
@@ -35,14 +33,14 @@ def inputs(nb) -> list:
 
 
 def execute(py: Path) -> float:
-    ipynb = NOTEBOOKS / f"{py.stem}.ipynb"
+    ipynb = py.with_suffix(".ipynb")
     nb = jupytext.read(py)
     if ipynb.exists():
         old = jupytext.read(ipynb)
         if inputs(old) != inputs(nb) and ipynb.stat().st_mtime > py.stat().st_mtime:
             raise SystemExit(f"{ipynb.name} has edits newer than {py.name}; run `jupytext --sync {ipynb}` first")
     nb.metadata["kernelspec"] = KERNELSPEC
-    nb.metadata.setdefault("jupytext", {})["formats"] = FORMATS
+    nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         # every claim/check/compare the kernel makes is appended here (labkit.claims)
@@ -67,7 +65,7 @@ def execute(py: Path) -> float:
 
 
 def main(prefixes: list[str]) -> None:
-    pys = sorted(SOURCES.glob("[0-9][0-9]*_*.py"))
+    pys = sorted(NOTEBOOKS.glob("[0-9][0-9]*_*.py"))
     if prefixes:
         pys = [p for p in pys if any(p.name.split('_')[0] == x or (len(x) > 3 and p.name.startswith(x)) for x in prefixes)]
     if not pys:
