@@ -109,6 +109,34 @@ def test_lab_settings_turn_the_news_popup_off(tmp_path):
     assert news["fetchNews"] == "false" and news["checkForUpdates"] is False
 
 
+def test_lab_lists_each_lesson_once(tmp_path):
+    """`make lab`'s file browser shows a notebook once; its jupytext .py pair stays beside it on disk."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import setup_env
+    from labkit.labserver import LessonListingManager
+
+    venv = tmp_path / "venv"
+    setup_env.configure_lab(venv)
+    server = json.loads((venv / "etc/jupyter/jupyter_server_config.json").read_text())
+    assert server["ServerApp"]["contents_manager_class"] == "labkit.labserver.LessonListingManager"
+
+    root = tmp_path / "root"
+    (root / "notebooks").mkdir(parents=True)
+    for nb in notebook_pairs()[:2]:
+        for suffix in (".ipynb", ".py"):
+            (root / "notebooks" / (nb.stem + suffix)).write_bytes(nb.with_suffix(suffix).read_bytes())
+    (root / "notebooks" / "helper.py").write_text("x = 1\n")     # a .py without a twin stays listed
+    manager = LessonListingManager(root_dir=str(root))
+    listing = asyncio.run(manager.get("notebooks"))
+    names = sorted(e["name"] for e in listing["content"])
+    stems = [nb.stem for nb in notebook_pairs()[:2]]
+    assert names == sorted([f"{s}.ipynb" for s in stems] + ["helper.py"]), names
+    paired = asyncio.run(manager.get(f"notebooks/{stems[0]}.py", content=False))   # still reachable by path
+    assert paired["type"] == "file"
+
+
 def test_nbval_waits_patiently_for_outputs():
     """nbval's hard-coded 5 s wait for a finished cell's output is raised by the root conftest."""
     import importlib.util

@@ -98,7 +98,8 @@ def ensure_torch(py: Path) -> None:
 
 
 def configure_lab(venv_dir: Path) -> None:
-    """Open Markdown files rendered in JupyterLab, no news pop-up, no nbgrader menus (this venv only)."""
+    """Open Markdown files rendered in JupyterLab, no news pop-up, no nbgrader menus, each lesson listed once
+    (this venv only)."""
     settings = venv_dir / "share/jupyter/lab/settings"
     settings.mkdir(parents=True, exist_ok=True)
     overrides = settings / "overrides.json"
@@ -114,6 +115,12 @@ def configure_lab(venv_dir: Path) -> None:
     server = venv_dir / "etc/jupyter/jupyter_server_config.d"
     server.mkdir(parents=True, exist_ok=True)
     (server / "zz_labkit_no_nbgrader.json").write_text(json.dumps(nbgrader_off, indent=2) + "\n")
+    # the file browser lists each lesson once: a notebook's jupytext .py pair stays beside it, unlisted
+    # (the server reads config.d folders for extensions only, so this goes in the venv's own config file)
+    server_file = venv_dir / "etc/jupyter/jupyter_server_config.json"
+    config = json.loads(server_file.read_text() or "{}") if server_file.exists() else {}
+    config.setdefault("ServerApp", {})["contents_manager_class"] = "labkit.labserver.LessonListingManager"
+    server_file.write_text(json.dumps(config, indent=2) + "\n")
     labconfig = venv_dir / "etc/jupyter/labconfig"
     labconfig.mkdir(parents=True, exist_ok=True)
     page = labconfig / "page_config.json"
