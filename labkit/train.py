@@ -34,6 +34,38 @@ class History:
         return sum(self.loss[:k]) / k, sum(self.loss[-k:]) / k
 
 
+class StopTraining(Exception):
+    """Raised by a fit() callback to end training after the current step; fit() returns normally."""
+
+
+class KeepFirstReaching:
+    """fit() callback: every `every` updates, score the model; keep the first weights whose score reaches `target`.
+
+    score(model) -> float (e.g. teacher-forced accuracy on probe rows). After training: `reached` (bool),
+    `step` (updates done when it was reached), `state` (a copy of that state_dict). stop=True ends training
+    at that step (the model then holds exactly those weights). then(step, model, loss), if given, runs first
+    on every step (e.g. a progress bar).
+    """
+
+    def __init__(self, score: Callable, target: float, every: int = 10, stop: bool = False,
+                 then: Callable | None = None):
+        if every < 1:
+            raise ContractError(f"every must be >= 1 (updates between probes), got {every}")
+        self.score, self.target, self.every, self.stop, self.then = score, float(target), every, stop, then
+        self.reached, self.step, self.state = False, None, None
+
+    def __call__(self, step: int, model: torch.nn.Module, loss: float) -> None:
+        if self.then is not None:
+            self.then(step, model, loss)
+        if self.reached or (step + 1) % self.every:
+            return
+        if float(self.score(model)) >= self.target:
+            self.reached, self.step = True, step + 1
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self.stop:
+                raise StopTraining
+
+
 def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, loss_fn: Callable, steps: int,
         lr: float = 3e-3, weight_decay: float = 0.0, device=None, seed: int | None = None,
         progress: bool = True, desc: str = "training", clip: float | None = 1.0,
@@ -44,7 +76,8 @@ def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, los
     (a labkit Batch, a tensor, or a dict/tuple of tensors). loss_fn(model, batch) -> scalar tensor.
     device: default labkit.device(). seed: seeds torch before the first step (None: leave as is).
     callback: called as callback(step, model, loss) after each optimizer step (loss: that step's
-    training loss, a float), e.g. to probe validation accuracy; the model is in train mode.
+    training loss, a float), e.g. to probe validation accuracy; the model is in train mode. A callback
+    that raises StopTraining ends training after that step (see KeepFirstReaching).
     """
     if steps < 1:
         raise ContractError(f"steps must be >= 1 (the number of optimizer updates), got {steps}")
@@ -79,7 +112,10 @@ def fit(model: torch.nn.Module, batches: Callable[[int], object] | Iterable, los
         hist.steps.append(step)
         hist.loss.append(float(loss.detach()))
         if callback is not None:
-            callback(step, model, hist.loss[-1])
+            try:
+                callback(step, model, hist.loss[-1])
+            except StopTraining:
+                break
         if step % 20 == 0:
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
     hist.seconds = time.perf_counter() - start

@@ -46,7 +46,7 @@ from labkit.paradigms.autoregressive import (after_injected_slip, alpha_schedule
                                              scheduled_sampling_inputs, scheduled_sampling_loss,
                                              teacher_forced_accuracy, teacher_forced_predictions)
 from labkit.exercises.autoregressive import check_compounding, check_scheduled_mix, check_scheduled_mix_on
-from labkit.train import fit
+from labkit.train import KeepFirstReaching, fit
 from labkit.viz import contract_text
 from labkit.vocab import WordTokenizer
 
@@ -127,21 +127,14 @@ def tf_accuracy(m, rows):
     return teacher_forced_accuracy(m, rows, P)
 
 
-kept = {}
-
-
-def probe(step, m, loss):
-    """fit callback: every 10 updates, keep the first weights with teacher-forced accuracy >= 0.9."""
-    if (step + 1) % 10 == 0 and "good" not in kept and tf_accuracy(m, probe_rows) >= 0.9:
-        kept["good"] = (step + 1, copy.deepcopy(m.state_dict()))
-
-
+# every 10 updates, probe the teacher-forced accuracy; keep the first weights that reach 0.9
+probe = KeepFirstReaching(lambda m: tf_accuracy(m, probe_rows), target=0.9, every=10)
 model = new_model(SEED)
 history = fit(model, batches(SEED), tf_loss, steps=STEPS, lr=LR, desc="teacher forcing", callback=probe)
-assert "good" in kept, "no checkpoint reached 0.9 teacher-forced accuracy; raise STEPS"
-good_step = kept["good"][0]
+assert probe.reached, "no checkpoint reached 0.9 teacher-forced accuracy; raise STEPS"
+good_step = probe.step
 checkpoint = new_model(SEED).to(DEVICE)
-checkpoint.load_state_dict(kept["good"][1])
+checkpoint.load_state_dict(probe.state)
 checkpoint.eval()
 print(f"loss {history.first_last(10)[0]:.2f} -> {history.first_last(10)[1]:.2f} after {STEPS} steps; "
       f"kept the checkpoint after {good_step} updates")

@@ -52,7 +52,7 @@ from labkit.paradigms.onpolicy import (CountingOracle, PlantedErrorTeacher, coun
                                        distinct_pairs, generated_mask, overconfidence, sample_rollouts, sequence_data,
                                        token_kl)
 from labkit.predict import ask, reveal
-from labkit.train import fit
+from labkit.train import KeepFirstReaching, fit
 from labkit.viz import contract_text
 from labkit.vocab import WordTokenizer
 
@@ -86,12 +86,7 @@ def tf_accuracy(m, rows):
     return teacher_forced_accuracy(m, rows, P)
 
 
-kept = {}
-
-
-def keep_first_good(step, m, loss):
-    if (step + 1) % 10 == 0 and "student" not in kept and tf_accuracy(m, probe_rows) >= 0.9:
-        kept["student"] = (step + 1, copy.deepcopy(m.state_dict()))
+keep_first_good = KeepFirstReaching(lambda m: tf_accuracy(m, probe_rows), target=0.9, every=10)
 
 
 def counting_lm():
@@ -102,9 +97,9 @@ torch.manual_seed(SEED)
 teacher = counting_lm()
 fit(teacher, task.batches(32, SEED), lambda m, b: causal_lm_loss(m(b[0]), b[1]), steps=300, lr=2e-3, desc="teacher",
     callback=keep_first_good)
-assert "student" in kept, "no checkpoint reached 0.9 teacher-forced accuracy"
+assert keep_first_good.reached, "no checkpoint reached 0.9 teacher-forced accuracy"
 student = counting_lm().to(DEVICE)
-student.load_state_dict(kept["student"][1])
+student.load_state_dict(keep_first_good.state)
 student.eval()
 
 
@@ -132,13 +127,13 @@ def scores(m):
             **dict(zip(("recovers", "p_recover"), slip_response(m)))}
 
 
-ref = {"teacher": scores(teacher), f"student (step {kept['student'][0]})": scores(student)}
+ref = {"teacher": scores(teacher), f"student (step {keep_first_good.step})": scores(student)}
 for name, r in ref.items():
     print(f"{name:<20} free-running accuracy {r['fr']:.3f} | first 4 positions minus last 4 {r['growth']:.3f} | "
           f"teacher-forced {r['tf']:.3f}")
 
 # %%
-student_ref = ref[f"student (step {kept['student'][0]})"]
+student_ref = ref[f"student (step {keep_first_good.step})"]
 claim("10b.teacher_solves", ref["teacher"]["fr"], above=0.98, text="teacher: free-running accuracy, mean over 16 positions")
 _ = claim("10b.student_slips", student_ref["growth"], above=0.2, control="the teacher", control_value=ref["teacher"]["growth"],
           text="student checkpoint: free-running accuracy at positions 1-4 minus positions 13-16")

@@ -9,7 +9,7 @@ from labkit.checks import ContractError
 from labkit.data import CAT_WORLD, KBackSource, MarkovWorld
 from labkit.models import TinyCausalLM
 from labkit.paradigms.autoregressive import causal_lm_loss
-from labkit.train import fit
+from labkit.train import KeepFirstReaching, fit
 
 
 def small(**kw):
@@ -80,6 +80,28 @@ def test_fit_lowers_the_loss_and_records_history():
     assert len(hist.loss) == 40 and last < first - 1.0 and hist.device == "cpu"
     with pytest.raises(ContractError, match="steps"):
         fit(model, [data], lambda m, x: causal_lm_loss(m(x), x), steps=0)
+
+
+def test_keep_first_reaching_keeps_that_step_and_can_stop():
+    """KeepFirstReaching keeps the weights of the first probe at or above target; stop=True ends fit there."""
+    model = torch.nn.Linear(2, 1)
+    scores = iter([0.1, 0.5, 0.95, 0.2, 0.99])
+    seen = []
+    keep = KeepFirstReaching(lambda m: next(scores), target=0.9, every=2, then=lambda s, m, l: seen.append(s))
+    hist = fit(model, [torch.ones(4, 2)], lambda m, x: m(x).pow(2).mean(), steps=20, lr=0.1, device="cpu",
+               progress=False, callback=keep)
+    assert keep.reached and keep.step == 6 and len(hist.loss) == 20 and len(seen) == 20
+    assert not torch.equal(keep.state["weight"], model.state_dict()["weight"])   # a copy, not the live weights
+    stopper = KeepFirstReaching(lambda m: 1.0, target=0.9, every=3, stop=True)
+    hist = fit(torch.nn.Linear(2, 1), [torch.ones(4, 2)], lambda m, x: m(x).pow(2).mean(), steps=20, device="cpu",
+               progress=False, callback=stopper)
+    assert stopper.step == 3 and len(hist.loss) == 3
+    never = KeepFirstReaching(lambda m: 0.0, target=0.9)
+    fit(torch.nn.Linear(2, 1), [torch.ones(4, 2)], lambda m, x: m(x).sum(), steps=5, device="cpu", progress=False,
+        callback=never)
+    assert not never.reached and never.state is None
+    with pytest.raises(ContractError, match="every"):
+        KeepFirstReaching(lambda m: 1.0, target=0.9, every=0)
 
 
 def test_markov_world_is_what_it_says():

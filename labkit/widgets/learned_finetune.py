@@ -33,7 +33,7 @@ from labkit.paradigms.autoregressive import (ALPHA_SHAPES, alpha_schedule, causa
                                              teacher_forced_accuracy, teacher_forced_predictions)
 from labkit.paradigms.preference import (AnswerWorld, batch_logprob, build_pair, collate_pairs, dpo_loss,
                                          load_preferences, rollout, sample_log_ratios)
-from labkit.train import fit
+from labkit.train import KeepFirstReaching, fit
 from labkit.vocab import WordTokenizer, seed_vocab
 
 __all__ = ["DPO_BETAS", "DPO_REDUCTIONS", "DPO_STATES", "DPO_PROGRESS", "SS_ALPHA_MINS", "SS_STATES", "SS_FT_STEPS",
@@ -195,10 +195,6 @@ def _tf_loss(model, batch):
     return causal_lm_loss(model(x), y)
 
 
-class _Reached(Exception):
-    """Raised by the probe when the checkpoint is found: training stops there."""
-
-
 def _ss_scores(model, task: RunningSumTask, val: torch.Tensor) -> dict:
     """Per answer position: free-running and teacher-forced accuracy on `val`; P(error | earlier error)."""
     P, gold = task.prompt_len, val[:, task.prompt_len:].cpu()
@@ -219,27 +215,16 @@ def _ss_setup(seed: int, dev: str, callback=None) -> dict:
     P = task.prompt_len
     val = task.sample(N_VAL_ROWS, torch.Generator().manual_seed(seed + 100)).to(dev)
     probe_rows = task.sample(N_PROBE_ROWS, torch.Generator().manual_seed(seed + 200)).to(dev)
-    reached = {"step": CKPT_MAX_STEPS}
-
-    def probe(step, m, loss):
-        if callback is not None:
-            callback(step, m, loss)
-        if (step + 1) % 10 == 0:
-            acc = teacher_forced_accuracy(m, probe_rows, P)
-            if acc >= CKPT_TARGET:
-                reached["step"] = step + 1
-                raise _Reached
-
+    probe = KeepFirstReaching(lambda m: teacher_forced_accuracy(m, probe_rows, P), CKPT_TARGET, stop=True,
+                              then=callback)
     model = _ss_model(task, seed)
-    try:
-        fit(model, task.batches(CKPT_BATCH, seed), _tf_loss, steps=CKPT_MAX_STEPS, lr=CKPT_LR, device=dev, progress=False,
-            callback=probe)
-    except _Reached:
-        pass
+    fit(model, task.batches(CKPT_BATCH, seed), _tf_loss, steps=CKPT_MAX_STEPS, lr=CKPT_LR, device=dev, progress=False,
+        callback=probe)
     model.eval()
     scores = _ss_scores(model, task, val)
     slipped = (scores["fr_tokens"] != val[:, P:].cpu()).any(1).nonzero().flatten().tolist()
-    _CACHE[key] = {"task": task, "val": val, "checkpoint": model, "updates": reached["step"], "scores": scores,
+    updates = probe.step if probe.reached else CKPT_MAX_STEPS
+    _CACHE[key] = {"task": task, "val": val, "checkpoint": model, "updates": updates, "scores": scores,
                    "rows": (slipped + [0, 1])[:2]}
     return _CACHE[key]
 
