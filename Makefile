@@ -10,12 +10,13 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 
             TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1 JUPYTER_PLATFORM_DIRS=1 \
             PYDEVD_DISABLE_FILE_VALIDATION=1
 
-.PHONY: help setup lab test test-unit test-notebooks test-seeds notebooks bench book assignments clean panel-data
+.PHONY: help setup lab test test-data test-unit test-notebooks test-seeds notebooks bench book assignments clean panel-data
 
 help:
 	@echo "make lab    start JupyterLab on 127.0.0.1:$(PORT) (PORT=... to change)"
 	@echo "make test   unit tests, cross-checks with transformers, notebooks under nbval"
 	@echo "make notebooks  re-execute notebooks/*.py into their .ipynb pairs (NB=03 for one)"
+	@echo "make test-data  regenerate every file under data/ (the panels' stored runs: minutes) and compare"
 	@echo "make test-seeds  every notebook under LABKIT_SEED=1 and 2 (SEEDS=...): claims must hold, none thin"
 	@echo "make bench  performance table in bench/ (results.md, results.csv, notebooks.png)"
 	@echo "make book   static HTML site of the executed notebooks in book/"
@@ -31,8 +32,11 @@ lab: setup
 test: setup
 	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) --dist loadscope \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-	  --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120 \
+	  --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120 -m "not regen" \
 	  tests notebooks
+
+test-data: setup
+	$(TEST_ENV) LABKIT_DEVICE=cpu $(PY) -m pytest -n $(JOBS) -m regen tests/test_data_integrity.py
 
 test-unit: setup
 	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) tests

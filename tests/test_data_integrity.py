@@ -19,7 +19,10 @@ def test_shipped_files_match_the_manifest():
     assert out.returncode == 0 and out.stdout.count("ok") == len(GENERATORS)
 
 
-@pytest.mark.parametrize("name", sorted(GENERATORS))
+# Regenerating a panel file retrains every state of its panel (minutes for all seven): `make test` re-runs
+# sample states of every panel instead (tests/test_panel_data.py); `make test-data` (run by CI) regenerates all.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.regen) if n.startswith("panels/") else n
+                                  for n in sorted(GENERATORS)])
 def test_generators_reproduce_the_committed_files(name, tmp_path):
     assert generate(name, tmp_path / name) == load_manifest()[name]["sha256"] == sha256(DATA_DIR / name)
 
