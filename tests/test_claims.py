@@ -166,3 +166,24 @@ def test_readme_numbers_come_from_the_ledger():
     miss = ledger_check.unbacked_in_readme()
     assert not miss, f"README notebook map: numbers not in the notebook's ledger: {miss}"
     assert set(ledger_check.readme_rows((ROOT / "README.md").read_text())) == {p.stem for p in NOTEBOOKS}
+
+
+def test_run_seeds_flags_thin_claims_and_thin_comparisons():
+    """tools/run_seeds.py: a claim whose margin is within its spread is THIN; a multi-seed comparison whose
+    smallest margin is within its margins' spread is a (reported) thin comparison; a safe one is neither."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("run_seeds", Path(__file__).resolve().parents[1] / "tools/run_seeds.py")
+    run_seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_seeds)
+
+    def rec(cid, kind, value, margin, seeds=(0, 1, 2)):
+        return {"id": cid, "kind": kind, "value": value, "margin": margin, "seeds": list(seeds)}
+
+    runs = {"nb": {s: [rec("c.safe", "claim", 1.0 + 0.01 * s, 0.5), rec("c.thin", "claim", 1.0 + 0.2 * s, 0.1),
+                       rec("k.safe", "comparison", 0.3, 0.2 + 0.01 * s), rec("k.thin", "comparison", 0.3, 0.02 + 0.05 * s)]
+                   for s in (0, 1, 2)}}
+    lines, thin, thin_comparisons = run_seeds.margin_table(runs)
+    assert thin == ["c.thin"] and thin_comparisons == ["k.thin"]
+    assert any("k.thin" in line and "thin comparison" in line for line in lines)
