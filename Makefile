@@ -32,7 +32,7 @@ lab: setup
 test: setup
 	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) --dist loadscope \
 	  --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
-	  --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120 -m "not regen" \
+	  --nbval-cell-timeout=300 --nbval-kernel-startup-timeout=120 \
 	  tests notebooks
 
 test-data: setup

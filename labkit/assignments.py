@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from labkit.classroom.grade import ExerciseResult, GradeReport, grade, print_report  # noqa: F401  (public API)
+from labkit.classroom.grade import ExerciseResult, GradeReport, default_total, grade, print_report  # noqa: F401  (public API)
 from labkit.classroom.build import build  # noqa: F401
 from labkit.classroom.handout import (CHECK, DEFAULT_SOURCE, HIDDEN, SOLUTION, exercise_ids,  # noqa: F401
                                       instructor_notebooks, make_student_notebook, student_source)
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.out is None:
                 raise ContractError("grading a folder needs --out GRADES_DIR (gradebook.csv and reports/ go there)")
             reports = grade_class(args.notebook, args.out, args.source, args.jobs, args.timeout,
-                                  args.total_timeout or min(4 * args.timeout, 1800.0), args.sandbox, progress=not args.quiet)
+                                  args.total_timeout or default_total(args.timeout), args.sandbox, progress=not args.quiet)
             done = sum(r.status == "completed" for r in reports)
             print(f"{len(reports)} notebooks graded ({done} completed); gradebook: {args.out / 'gradebook.csv'}")
             return 0

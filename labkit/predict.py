@@ -22,6 +22,7 @@ import html as _html
 from dataclasses import dataclass, field
 
 import ipywidgets as W
+from IPython.display import HTML
 
 from labkit.contracts import ContractError, finite
 from labkit.widgets.base import FallbackBox
@@ -189,18 +190,8 @@ def reveal(q: Question, measured, fmt: str = ".3g") -> Reveal:
         yours = f"your prediction: {_html.escape(verdict)}"
     html = (f"<details class='lab-reveal'><summary><b>Reveal ({_html.escape(q.id)}):</b> {_html.escape(q.question)}"
             f"</summary><p>measured: <b>{_html.escape(shown)}</b>; {yours}</p></details>")
-    _display_html(html)
+    _display(HTML(html))
     return out
-
-
-def _display_html(html: str) -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import HTML, display
-    except ImportError:     # pragma: no cover
-        return
-    if get_ipython() is not None:
-        display(HTML(html))
 
 
 def verdict_choices(arms) -> list[str]:

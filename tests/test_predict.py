@@ -56,9 +56,10 @@ def test_static_fallback_shows_question_and_choices_not_the_answer():
 
 def test_reveal_folds_the_answer_in_details(monkeypatch):
     shown = []
-    monkeypatch.setattr("labkit.predict._display_html", shown.append)
+    monkeypatch.setattr("labkit.predict._display", lambda obj: shown.append(getattr(obj, "data", None)))
     q = ask("01.t", "Which?", choices=["hotter", "colder"])
     reveal(q, "colder")
+    shown = [h for h in shown if isinstance(h, str)]
     assert shown[0].startswith("<details") and "colder" in shown[0]
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
 import secrets
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,9 +35,9 @@ from pathlib import Path
 from labkit.classroom import inject, sandbox
 from labkit.classroom.handout import CHECK, DEFAULT_SOURCE, check_id, make_student_notebook
 from labkit.contracts import ContractError
+from labkit.datafiles import DATA_DIR, sha256
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / "data"
 MAX_BYTES = 50 * 2**20
 SUSPICIOUS = {
     "custom exception handler": r"set_custom_exc",
@@ -78,10 +78,6 @@ class GradeReport:
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _now() -> str:
@@ -193,9 +189,7 @@ def _sandbox_paths(workdir: Path, source: Path, hide_extra: list[Path]) -> tuple
     """(read-only dirs, hidden paths) for the kernel's namespace."""
     home = Path.home()
     readonly = [p for p in {REPO, home, Path(source).resolve()} if p.exists()]
-    keep = {REPO / "labkit", DATA}
-    import sys
-
+    keep = {REPO / "labkit", DATA_DIR}
     venv = Path(sys.prefix).resolve()
     hide = []
     for entry in sorted(REPO.iterdir()):
@@ -236,6 +230,11 @@ def _client_class():
             return sandbox.wrap(cmd, self.readonly, self.hide) if self.hide or self.readonly else cmd
 
     return Client, SandboxedKernelManager
+
+
+def default_total(timeout: float) -> float:
+    """The whole-notebook limit when none is given: 4 x the per-cell limit, at most 30 minutes."""
+    return min(4 * timeout, 1800.0)
 
 
 def grade(student_path: Path, source: Path = DEFAULT_SOURCE, timeout: float = 300.0, total_timeout: float | None = None,
@@ -282,13 +281,13 @@ def grade(student_path: Path, source: Path = DEFAULT_SOURCE, timeout: float = 30
                                 "fix: grade on Linux with user namespaces enabled, or pass --sandbox auto")
     report.sandbox = "namespace" if boxed else "none"
     workdir = Path(tempfile.mkdtemp(prefix="labkit-grade-"))
-    total = total_timeout if total_timeout is not None else min(4 * timeout, 1800.0)
+    total = total_timeout if total_timeout is not None else default_total(timeout)
     status, message = "completed", ""
     client = None
     try:
         shutil.copy2(student_path, workdir / ref_path.name)
-        if DATA.is_dir():
-            shutil.copytree(DATA, workdir / "data")
+        if DATA_DIR.is_dir():
+            shutil.copytree(DATA_DIR, workdir / "data")
         for d in ("ipython", "mpl", "tmp"):
             (workdir / d).mkdir()
         env = dict(os.environ, IPYTHONDIR=str(workdir / "ipython"), MPLCONFIGDIR=str(workdir / "mpl"),

@@ -31,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from labkit.classroom.grade import GradeReport, _now, load_submission, sha256
+from labkit.classroom.grade import GradeReport, _now, load_submission
+from labkit.datafiles import sha256
 from labkit.contracts import ContractError
 
 LABKIT = Path(__file__).resolve().parents[1]

@@ -522,16 +522,6 @@ def draw_bug_hunt(student: str) -> list[Pipeline]:
             Pipeline(3, "attention", abug, {"convention": conv}, attention)]
 
 
-def train_hunt(fn: Callable, k: int, student: str, seed: int = 0) -> dict:
-    """Train pipeline k of `student`'s hunt with fn (no grading): the measurements the checks use."""
-    p = draw_bug_hunt(student)[k - 1]
-    if p.kind == "batch":
-        return train_lm_pipeline(fn, seed, loss_shifts=p.options["loss_shifts"])
-    if p.kind == "collate":
-        return train_stop_pipeline(fn, seed, side=p.options["side"])
-    return train_packed_pipeline(fn, seed, convention=p.options["convention"])
-
-
 def check_hunt(fn: Callable, k: int, student: str, seed: int = 0) -> dict:
     """Grade the learner's fix of pipeline k (1, 2, 3) of `student`'s hunt by the trained model's
     behaviour (check_lm_batch, check_pad_eos_collate, check_packed_attention with the drawn contract)."""

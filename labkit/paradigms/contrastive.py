@@ -16,8 +16,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from labkit.contracts import ContractError, finite
+from labkit.contracts import ContractError, count, finite, positive
 from labkit.dist import all_gather_no_grad, all_gather_with_grad, all_reduce_sum
+from labkit.train import fit
 
 GATHER_DESIGNS = ("with_grad", "no_grad", "detached", "local")
 # what gathered_negatives_rank compares with the single-process full batch (see GATHER_RECIPES_HELP)
@@ -499,8 +500,6 @@ def compare_grads(a: dict, b: dict) -> dict:
 
 # ----------------------------------------------------------------------------- hard-negative mining (notebook 09)
 
-from labkit.contracts import count, positive  # noqa: E402  (this appended section's imports)
-from labkit.train import fit  # noqa: E402
 
 class DuplicateCatalogue:
     """A retrieval world with a coarse and a fine level of meaning, and KNOWN duplicates.

@@ -39,7 +39,8 @@ from labkit.datafiles import DATA_DIR
 from labkit.models import TinyCausalLM, TinyTransformer
 from labkit.paradigms.autoregressive import (causal_lm_loss, causal_lm_token_losses, decode_agreement, generate,
                                              offset_accuracy)
-from labkit.paradigms.masked import bert_mask, delete_tokens, masked_lm_loss, random_mask, span_noise_mask
+from labkit.paradigms.corruption import delete_tokens_padded
+from labkit.paradigms.masked import bert_mask, masked_lm_loss, random_mask, span_noise_mask
 from labkit.reduce import REDUCTIONS, reduce
 from labkit.train import fit
 from labkit.vocab import seed_vocab
@@ -243,11 +244,7 @@ def _corrupt(kind: str, rows: torch.Tensor, ratio: float, g: torch.Generator):
         noise &= ~torch.isin(rows, torch.tensor(special))
         return (torch.where(noise, torch.full_like(rows, tok.mask_id), rows),
                 torch.where(noise, rows, torch.full_like(rows, IGNORE)))
-    inputs = torch.full_like(rows, tok.pad_id)
-    for b, row in enumerate(rows):
-        kept, _ = delete_tokens(row, ratio, special_ids=special, generator=g)
-        inputs[b, :len(kept)] = kept
-    return inputs, rows.clone()
+    return delete_tokens_padded(rows, ratio, tok.pad_id, special, g)[0], rows.clone()
 
 
 def _run_mask_ratio(state: str, seed: int, device, callback) -> dict:
